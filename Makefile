@@ -1,0 +1,61 @@
+# One front door for installing, running and testing. Every target installs what it needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Python 3.10 (TFX 1.16 supports 3.9/3.10); .python-version makes pyenv's shim resolve it.
+PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || ls /root/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null | tail -n 1)
+INSTALLED := $(VENV)/.installed
+# TFX 1.16, tf.Transform and TFMA need Keras 2 (tf_keras); TF 2.16 defaults to Keras 3.
+export TF_USE_LEGACY_KERAS := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install run test test-fast lint format sample export-fashion-mnist constraints clean
+
+$(PY):
+	@test -n "$(PYTHON310)" || { echo "error: Python 3.10 not found; install it (e.g. pyenv install 3.10) or set PYTHON310=/path/to/python3.10" >&2; exit 1; }
+	$(PYTHON310) -m venv $(VENV)
+
+# Re-installs only when the pins or the package metadata change: a second call takes seconds.
+$(INSTALLED): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+## Runs the whole pipeline on the embedded sample (data/sample). Extra flags: make run ARGS="--epochs 3"
+run: install
+	$(PY) local_runner.py $(ARGS)
+
+## Runs every test, the slow end-to-end ones included.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## Re-creates the embedded sample from Debian's dataset-fashion-mnist package.
+sample: install
+	rm -rf data/sample data/holdout
+	$(PY) -m pipeline.data_export --out data/sample --split train --per-class 50
+	$(PY) -m pipeline.data_export --out data/holdout --split test --per-class 10
+
+## Exports all 70,000 Fashion-MNIST images (OUT/train, OUT/test) for benchmarks.
+FASHION_MNIST_OUT ?= outputs/fashion_mnist
+export-fashion-mnist: install
+	@test -d /usr/share/datasets/fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
+	$(PY) -m pipeline.data_export --out $(FASHION_MNIST_OUT) --split all
+
+constraints: install
+	{ head -n 2 constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf outputs .pytest_cache

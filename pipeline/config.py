@@ -1,0 +1,289 @@
+"""The pipeline's one configuration object: defaults < YAML file < command-line flags.
+
+``PipelineConfig`` is a frozen dataclass. Every field carries its help text, and
+``add_config_arguments`` turns the fields into ``--flag`` options, so the YAML keys, the CLI
+flags and the README's reference table cannot drift apart. ``load_config`` validates
+everything before any TensorFlow work starts and raises ``ConfigError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
+
+IN_PROCESS_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or not allowed; the message names the field."""
+
+
+def _field(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse
+    if isinstance(default, list | tuple):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a pipeline run needs, passed down from the runner to the components."""
+
+    # --- Where things are ---
+    pipeline_name: str = _field("image-classifier", "Name of the pipeline in MLMD and Kubeflow.")
+    data_root: str = _field(
+        "data/sample", "Folder of images, one subfolder per class (the embedded sample by default)."
+    )
+    output_dir: str = _field(
+        "outputs", "Base folder for pipeline_root, metadata_path and serving_dir when they are unset."
+    )
+    pipeline_root: str = _field("", "TFX artifact root (default: OUTPUT_DIR/pipeline_root).")
+    metadata_path: str = _field(
+        "", "SQLite ML Metadata store for local runs (default: OUTPUT_DIR/metadata.sqlite)."
+    )
+    serving_dir: str = _field(
+        "", "Serving root; models are pushed to SERVING_DIR/MODEL_NAME/VERSION (default: OUTPUT_DIR/serving)."
+    )
+    model_name: str = _field("image_classifier", "Model name in the serving directory and TF Serving.")
+
+    # --- Data ---
+    eval_fraction: float = _field(
+        0.2, "Fraction of images held out for evaluation, split by a hash of each image's path."
+    )
+
+    # --- Model and training ---
+    backbone: str = _field(
+        "small_cnn", "Backbone network.", choices=sorted(BACKBONES)
+    )
+    image_size: int = _field(
+        0, "Square input size in pixels; 0 means the backbone's default size."
+    )
+    epochs: int = _field(15, "Maximum training epochs (early stopping may end sooner).")
+    batch_size: int = _field(32, "Training batch size.")
+    learning_rate: float = _field(1e-3, "Learning rate of the Adam optimizer.")
+    early_stopping_patience: int = _field(
+        4, "Epochs without improvement of eval accuracy before training stops; 0 disables it."
+    )
+    seed: int = _field(42, "Random seed for weight initialisation and shuffling.")
+
+    # --- Evaluation gate ---
+    accuracy_floor: float = _field(
+        0.5, "Absolute minimum eval accuracy for a model to be blessed (0..1)."
+    )
+    max_accuracy_drop: float = _field(
+        0.02, "Largest accuracy drop against the last blessed model that still blesses (0..1)."
+    )
+
+    # --- Execution ---
+    beam_pipeline_args: list[str] = _field(
+        list(IN_PROCESS_BEAM_ARGS),
+        "Apache Beam arguments for the data components (repeat the flag or give a YAML list).",
+    )
+    enable_cache: bool = _field(False, "Reuse outputs of components whose inputs did not change.")
+
+    @property
+    def backbone_spec(self) -> BackboneSpec:
+        """The static facts of the configured backbone."""
+        return get_backbone_spec(self.backbone)
+
+    @property
+    def resolved_image_size(self) -> int:
+        """The input size actually used: ``image_size`` or the backbone's default."""
+        return self.image_size or self.backbone_spec.default_image_size
+
+    @property
+    def model_serving_dir(self) -> str:
+        """The folder that holds this model's integer version directories."""
+        return os.path.join(self.serving_dir, self.model_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain YAML-serialisable values."""
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(PipelineConfig)[f.name]
+    origin = typing.get_origin(hint)
+    if origin in (list, typing.Union, types.UnionType):
+        return typing.get_args(hint)[0]
+    return hint
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Converts a YAML or CLI value to the field's type; ConfigError names the field."""
+    f = _FIELDS[name]
+    hint = typing.get_type_hints(PipelineConfig)[name]
+    expected = _field_type(f)
+    if typing.get_origin(hint) is list:
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return [str(v) for v in value]
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if expected in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+        if expected is int:
+            if number != int(number):
+                raise ConfigError(f"{name}: expected a whole number, got {value!r}")
+            return int(number)
+        return number
+    if value is None:
+        return ""
+    return str(value)
+
+
+def _validate(config: PipelineConfig) -> None:
+    """Checks value ranges and paths; raises ConfigError naming the first bad field."""
+    if config.backbone not in BACKBONES:
+        raise ConfigError(
+            f"backbone: unknown backbone {config.backbone!r}; "
+            f"choose one of: {', '.join(sorted(BACKBONES))}"
+        )
+    spec = config.backbone_spec
+    if config.image_size and config.image_size < spec.min_image_size:
+        raise ConfigError(
+            f"image_size: {config.image_size} is below the minimum of {spec.min_image_size} "
+            f"for backbone {spec.name!r} (0 selects its default, {spec.default_image_size})"
+        )
+    if config.image_size < 0:
+        raise ConfigError("image_size: must be 0 (backbone default) or a positive size")
+    for name in ("epochs", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
+    if config.early_stopping_patience < 0:
+        raise ConfigError("early_stopping_patience: must be 0 (off) or more")
+    if not 0 < config.learning_rate < 10:
+        raise ConfigError(f"learning_rate: must be in (0, 10), got {config.learning_rate}")
+    if not 0.01 <= config.eval_fraction <= 0.5:
+        raise ConfigError(f"eval_fraction: must be between 0.01 and 0.5, got {config.eval_fraction}")
+    for name in ("accuracy_floor", "max_accuracy_drop"):
+        value = getattr(config, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name}: must be between 0 and 1, got {value}")
+    if not config.pipeline_name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(
+            f"pipeline_name: use letters, digits, '-' and '_' only, got {config.pipeline_name!r}"
+        )
+    if not config.model_name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"model_name: use letters, digits, '-' and '_' only, got {config.model_name!r}")
+    data_root = Path(config.data_root)
+    if "://" not in config.data_root:
+        if not data_root.is_dir():
+            raise ConfigError(
+                f"data_root: {config.data_root} is not a folder; point it at a folder with one "
+                "subfolder of images per class"
+            )
+        if not any(data_root.iterdir()):
+            raise ConfigError(f"data_root: {config.data_root} is empty")
+
+
+def _absolute(path: str) -> str:
+    # Remote URIs (gs://, s3://) stay as they are; local paths become absolute because Beam
+    # workers and TFX executors may run in another working directory.
+    if not path or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def load_config(
+    yaml_path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    validate: bool = True,
+) -> PipelineConfig:
+    """Builds the configuration from defaults, then the YAML file, then ``overrides``.
+
+    Relative paths are made absolute against the current directory, and derived paths
+    (pipeline_root, metadata_path, serving_dir) are filled in from ``output_dir``.
+    Raises ConfigError naming the field for unknown keys or values out of range.
+    """
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of field: value")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"unknown configuration field(s): {', '.join(unknown)}; "
+            f"known fields: {', '.join(_FIELDS)}"
+        )
+    coerced = {name: _coerce(name, value) for name, value in values.items()}
+    config = PipelineConfig(**coerced)
+
+    output_dir = _absolute(config.output_dir)
+    config = dataclasses.replace(
+        config,
+        data_root=_absolute(config.data_root),
+        output_dir=output_dir,
+        pipeline_root=_absolute(config.pipeline_root)
+        or os.path.join(output_dir, "pipeline_root"),
+        metadata_path=_absolute(config.metadata_path)
+        or os.path.join(output_dir, "metadata.sqlite"),
+        serving_dir=_absolute(config.serving_dir) or os.path.join(output_dir, "serving"),
+    )
+    if validate:
+        _validate(config)
+    return config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--config`` and one ``--field-name`` option per configuration field."""
+    parser.add_argument("--config", help="YAML file of configuration fields (flags override it).")
+    group = parser.add_argument_group("configuration (each also a YAML key)")
+    defaults = PipelineConfig()
+    for name, f in _FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        help_text = f"{f.metadata['help']} Default: {default!r}."
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if isinstance(default, list):
+            # Values that start with '--' need the '=' form: --beam-pipeline-args=--x=1
+            kwargs.update(action="append", metavar="ARG")
+        elif isinstance(default, bool):
+            kwargs.update(metavar="true|false")
+        else:
+            kwargs.update(metavar=name.upper())
+        group.add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """Builds the configuration from parsed ``add_config_arguments`` options."""
+    overrides = {name: getattr(args, name, None) for name in _FIELDS}
+    return load_config(args.config, overrides)

@@ -1,0 +1,152 @@
+"""``create_pipeline(config)``: wires the TFX components; builds nothing else."""
+
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.image_example_gen import ImageExampleGen
+from pipeline.config import PipelineConfig
+from trainer_module import features
+
+PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
+RUN_FN = "trainer_module.train.run_fn"
+ACCURACY_METRIC = "sparse_categorical_accuracy"
+
+# Component ids, in pipeline order; runners and tests refer to components by these.
+EXAMPLE_GEN = "ImageExampleGen"
+STATISTICS_GEN = "StatisticsGen"
+SCHEMA_GEN = "SchemaGen"
+EXAMPLE_VALIDATOR = "ExampleValidator"
+TRANSFORM = "Transform"
+TRAINER = "Trainer"
+BASELINE_RESOLVER = "latest_blessed_model_resolver"
+EVALUATOR = "Evaluator"
+PUSHER = "Pusher"
+
+
+def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """TFMA config: accuracy on the raw eval split, gated by a floor and by the baseline.
+
+    Labels are class names in the raw data; the model's ``transform_features`` signature
+    maps them to ids with the same vocabulary the model was trained with.
+    """
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=features.EXAMPLES_SIGNATURE,
+                preprocessing_function_names=[features.TRANSFORM_SIGNATURE],
+                label_key=features.TRANSFORMED_LABEL_KEY,
+                prediction_key=features.PROBABILITIES_OUTPUT,
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(
+                        class_name="SparseCategoricalAccuracy",
+                        threshold=tfma.MetricThreshold(
+                            value_threshold=tfma.GenericValueThreshold(
+                                lower_bound={"value": config.accuracy_floor}
+                            ),
+                            change_threshold=tfma.GenericChangeThreshold(
+                                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                                absolute={"value": -config.max_accuracy_drop},
+                            ),
+                        ),
+                    ),
+                ]
+            )
+        ],
+    )
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    metadata_connection_config=None,
+) -> tfx.dsl.Pipeline:
+    """Returns the TFX pipeline for ``config``; a pure function of its arguments.
+
+    ``metadata_connection_config`` is the MLMD store for local runs; orchestrators such
+    as Kubeflow supply their own and pass None.
+    """
+    spec = config.backbone_spec
+    image_size = config.resolved_image_size
+
+    example_gen = ImageExampleGen(input_base=config.data_root, eval_fraction=config.eval_fraction)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
+    )
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    # Transform only analyses (the label vocabulary); images are decoded in the Trainer's
+    # input pipeline and in the serving graph, so nothing is materialised twice on disk.
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        materialize=False,
+        disable_statistics=True,
+        custom_config={
+            "image_size": image_size,
+            "input_offset": spec.input_offset,
+            "input_scale": spec.input_scale,
+        },
+    )
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        custom_config={
+            "backbone": config.backbone,
+            "image_size": image_size,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "early_stopping_patience": config.early_stopping_patience,
+            "seed": config.seed,
+        },
+    )
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(BASELINE_RESOLVER)
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline_resolver.outputs["model"],
+        eval_config=build_eval_config(config),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=config.model_serving_dir
+            )
+        ),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            transform,
+            trainer,
+            baseline_resolver,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )

@@ -1,0 +1,156 @@
+"""Reads what a pipeline run did back out of ML Metadata and its artifacts."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+_RUN_CONTEXT_TYPE = "pipeline_run"
+_NODE_CONTEXT_TYPE = "node"
+
+
+@dataclasses.dataclass
+class ComponentRun:
+    """One component execution of a run."""
+
+    component_id: str
+    state: str
+    seconds: float
+    execution_id: int
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """The outcome of one pipeline run."""
+
+    run_id: str
+    components: list[ComponentRun]
+    blessed: bool | None = None
+    pushed_destination: str | None = None
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    baseline_model_uri: str | None = None
+    candidate_model_uri: str | None = None
+
+
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    """Opens the local SQLite MLMD store read-write (MLMD has no read-only mode)."""
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
+    return metadata_store.MetadataStore(config)
+
+
+def _property(item: Any, name: str) -> Any:
+    for props in (item.custom_properties, item.properties):
+        if name in props:
+            value = props[name]
+            return getattr(value, value.WhichOneof("value"))
+    return None
+
+
+def _node_ids_by_execution(store: metadata_store.MetadataStore, pipeline_name: str) -> dict[int, str]:
+    node_ids: dict[int, str] = {}
+    for context in store.get_contexts_by_type(_NODE_CONTEXT_TYPE):
+        prefix = pipeline_name + "."
+        if not context.name.startswith(prefix):
+            continue
+        for execution in store.get_executions_by_context(context.id):
+            node_ids[execution.id] = context.name[len(prefix) :]
+    return node_ids
+
+
+def list_run_ids(store: metadata_store.MetadataStore) -> list[str]:
+    """Run ids, oldest first."""
+    contexts = sorted(
+        store.get_contexts_by_type(_RUN_CONTEXT_TYPE), key=lambda c: c.create_time_since_epoch
+    )
+    return [c.name for c in contexts]
+
+
+def summarize_run(
+    store: metadata_store.MetadataStore, pipeline_name: str, run_id: str | None = None
+) -> RunSummary:
+    """Summarises ``run_id`` (default: the latest run) of ``pipeline_name``."""
+    runs = sorted(
+        store.get_contexts_by_type(_RUN_CONTEXT_TYPE), key=lambda c: c.create_time_since_epoch
+    )
+    if not runs:
+        raise LookupError("the metadata store holds no pipeline runs")
+    run = next((c for c in runs if c.name == run_id), None) if run_id else runs[-1]
+    if run is None:
+        raise LookupError(f"no run {run_id!r} in the metadata store")
+    node_ids = _node_ids_by_execution(store, pipeline_name)
+    executions = sorted(
+        store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch
+    )
+    summary = RunSummary(run_id=run.name, components=[])
+    for execution in executions:
+        component_id = node_ids.get(execution.id, execution.type)
+        summary.components.append(
+            ComponentRun(
+                component_id=component_id,
+                state=metadata_store_pb2.Execution.State.Name(execution.last_known_state),
+                seconds=(execution.last_update_time_since_epoch - execution.create_time_since_epoch)
+                / 1000.0,
+                execution_id=execution.id,
+            )
+        )
+        _add_outputs(store, execution, component_id, summary)
+    return summary
+
+
+def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> None:
+    events = store.get_events_by_execution_ids([execution.id])
+    by_id = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    for event in events:
+        artifact = by_id[event.artifact_id]
+        key = event.path.steps[0].key if event.path.steps else ""
+        if component_id == "Evaluator" and event.type == metadata_store_pb2.Event.INPUT:
+            if key == "baseline_model":
+                summary.baseline_model_uri = artifact.uri
+            elif key == "model":
+                summary.candidate_model_uri = artifact.uri
+        if event.type != metadata_store_pb2.Event.OUTPUT:
+            continue
+        if key == "blessing":
+            summary.blessed = bool(_property(artifact, "blessed"))
+        elif key == "evaluation":
+            summary.metrics = load_overall_metrics(artifact.uri)
+        elif key == "pushed_model" and _property(artifact, "pushed"):
+            summary.pushed_destination = _property(artifact, "pushed_destination")
+
+
+def load_overall_metrics(evaluation_uri: str) -> dict[str, float]:
+    """Candidate-model metrics of the overall slice from a TFMA evaluation artifact."""
+    import tensorflow_model_analysis as tfma  # Heavy; only needed when metrics are read.
+
+    metrics: dict[str, float] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue
+        for key_and_value in slice_metrics.metric_keys_and_values:
+            key = key_and_value.key
+            if key.model_name == "baseline" or key.is_diff:
+                continue
+            value = key_and_value.value
+            if value.HasField("double_value"):
+                metrics[key.name] = value.double_value.value
+    return metrics
+
+
+def format_summary(summary: RunSummary) -> str:
+    """A one-screen human-readable report of the run."""
+    lines = [f"Run {summary.run_id}", "", f"{'component':<32}{'state':<10}{'seconds':>9}"]
+    for c in summary.components:
+        lines.append(f"{c.component_id:<32}{c.state:<10}{c.seconds:>9.1f}")
+    lines.append(f"{'total':<42}{sum(c.seconds for c in summary.components):>9.1f}")
+    lines.append("")
+    for name, value in sorted(summary.metrics.items()):
+        lines.append(f"eval {name}: {value:.4f}")
+    lines.append(f"baseline model: {summary.baseline_model_uri or 'none (first blessed run)'}")
+    lines.append(f"blessed: {summary.blessed}")
+    lines.append(f"pushed to: {summary.pushed_destination or 'not pushed'}")
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""SavedModel signatures: raw image bytes and raw tf.Examples in, class names out."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer_module import features
+
+
+class _ServingModule(tf.Module):
+    """Holds the trained model, the transform graph and the class names for export."""
+
+    def __init__(self, model: tf.keras.Model, tft_output: tft.TFTransformOutput):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        self.class_names = tf.constant(
+            [
+                name.decode() if isinstance(name, bytes) else name
+                for name in tft_output.vocabulary_by_name(features.LABEL_VOCABULARY_NAME)
+            ]
+        )
+        raw_spec = tft_output.raw_feature_spec()
+        self._image_spec = {features.IMAGE_KEY: raw_spec[features.IMAGE_KEY]}
+        self._label_spec = {
+            features.IMAGE_KEY: raw_spec[features.IMAGE_KEY],
+            features.LABEL_KEY: raw_spec[features.LABEL_KEY],
+        }
+
+    def _predict(self, encoded_images: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = self.tft_layer({features.IMAGE_KEY: tf.reshape(encoded_images, [-1, 1])})
+        probabilities = self.model(transformed[features.TRANSFORMED_IMAGE_KEY], training=False)
+        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        return {
+            features.PROBABILITIES_OUTPUT: probabilities,
+            features.CLASS_ID_OUTPUT: class_id,
+            features.CLASS_NAME_OUTPUT: tf.gather(self.class_names, class_id),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT_KEY)])
+    def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._predict(images)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT_KEY)]
+    )
+    def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(examples, self._image_spec)
+        return self._predict(parsed[features.IMAGE_KEY])
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT_KEY)]
+    )
+    def transform_labels(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(examples, self._label_spec)
+        transformed = self.tft_layer(parsed)
+        return {features.TRANSFORMED_LABEL_KEY: transformed[features.TRANSFORMED_LABEL_KEY]}
+
+
+def export_serving_model(
+    model: tf.keras.Model, tft_output: tft.TFTransformOutput, export_dir: str
+) -> None:
+    """Saves ``model`` with the transform graph and three signatures to ``export_dir``.
+
+    - ``serving_default``: encoded image bytes [batch] -> probabilities, class_id, class_name
+    - ``serving_examples``: serialized raw tf.Examples -> the same outputs
+    - ``transform_features``: serialized raw tf.Examples -> label_id (used by TFMA)
+    """
+    module = _ServingModule(model, tft_output)
+    signatures = {
+        features.SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
+        features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+        features.TRANSFORM_SIGNATURE: module.transform_labels.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)

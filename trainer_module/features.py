@@ -1,0 +1,35 @@
+"""Feature and signature names, defined once.
+
+ExampleGen writes the raw features, Transform reads them, the exported model's signatures
+take and return the names below, and serving clients use them. Import from here; never
+repeat the strings.
+"""
+
+# Raw features written by the image ExampleGen (one tf.train.Example per image).
+IMAGE_KEY = "image"  # bytes: the original encoded file, never re-encoded
+IMAGE_FORMAT_KEY = "image_format"  # bytes: "png", "jpeg", ...
+IMAGE_HEIGHT_KEY = "image_height"  # int64
+IMAGE_WIDTH_KEY = "image_width"  # int64
+IMAGE_CHANNELS_KEY = "image_channels"  # int64
+LABEL_KEY = "label"  # bytes: the class name
+IMAGE_ID_KEY = "image_id"  # bytes: path relative to the data root; the split key
+
+# Transformed features produced by preprocessing_fn.
+TRANSFORMED_IMAGE_KEY = "image_xf"  # float32 [height, width, 3], normalized for the backbone
+TRANSFORMED_LABEL_KEY = "label_id"  # int64 class id
+
+# tf.Transform vocabulary of class names; its order defines the class ids.
+LABEL_VOCABULARY_NAME = "label_vocabulary"
+
+# Exported SavedModel signatures.
+SERVING_SIGNATURE = "serving_default"  # encoded image bytes -> predictions
+EXAMPLES_SIGNATURE = "serving_examples"  # serialized raw tf.Examples -> predictions
+TRANSFORM_SIGNATURE = "transform_features"  # serialized raw tf.Examples -> transformed features
+
+SERVING_INPUT_KEY = "images"  # serving_default input: tf.string [batch]
+EXAMPLES_INPUT_KEY = "examples"  # serving_examples / transform_features input: tf.string [batch]
+
+# Outputs of both prediction signatures.
+PROBABILITIES_OUTPUT = "probabilities"  # float32 [batch, num_classes]
+CLASS_ID_OUTPUT = "class_id"  # int64 [batch]
+CLASS_NAME_OUTPUT = "class_name"  # string [batch]

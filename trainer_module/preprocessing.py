@@ -1,0 +1,48 @@
+"""tf.Transform ``preprocessing_fn``: raw tf.Examples -> normalized images and class ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer_module import features
+from trainer_module.image_ops import decode_batch
+
+
+def _as_vector(tensor: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    """[batch, 1] dense or [batch, None] sparse single-valued feature -> [batch] dense."""
+    if isinstance(tensor, tf.SparseTensor):
+        tensor = tf.sparse.to_dense(tensor, default_value="")
+    return tf.reshape(tensor, [-1])
+
+
+def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
+    """Maps raw features to model inputs.
+
+    Args:
+      inputs: raw features; the encoded image bytes and the class name are used.
+      custom_config: ``image_size``, ``input_offset`` and ``input_scale`` of the backbone,
+        set by the pipeline's Transform component.
+
+    Returns:
+      ``image_xf``: float32 [batch, size, size, 3], normalized for the backbone;
+      ``label_id``: int64 [batch] from a vocabulary of class names that is saved with the
+      transform graph, so class names travel with the model.
+    """
+    image_size = int(custom_config["image_size"])
+    images = decode_batch(
+        _as_vector(inputs[features.IMAGE_KEY]),
+        image_size,
+        float(custom_config["input_offset"]),
+        float(custom_config["input_scale"]),
+    )
+    labels = _as_vector(inputs[features.LABEL_KEY])
+    label_ids = tft.compute_and_apply_vocabulary(
+        labels,
+        vocab_filename=features.LABEL_VOCABULARY_NAME,
+        num_oov_buckets=0,
+        default_value=-1,
+    )
+    return {features.TRANSFORMED_IMAGE_KEY: images, features.TRANSFORMED_LABEL_KEY: label_ids}
