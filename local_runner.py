@@ -1,7 +1,7 @@
 """Runs the pipeline locally with TFX's LocalDagRunner and a SQLite ML Metadata store.
 
-    python local_runner.py                      # embedded sample, defaults
-    python local_runner.py --config my.yaml --epochs 5
+python local_runner.py                      # embedded sample, defaults
+python local_runner.py --config my.yaml --epochs 5
 """
 
 from __future__ import annotations

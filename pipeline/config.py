@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ import yaml
 from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
 
 IN_PROCESS_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+# Named sets of DirectRunner arguments (--beam-preset). "none" leaves beam_pipeline_args alone.
+BEAM_PRESETS = ("none", "in-process", "multi-process")
+_DIRECT_RUNNER_FLAGS = ("--direct_running_mode", "--direct_num_workers")
 
 
 class ConfigError(ValueError):
@@ -44,16 +49,21 @@ class PipelineConfig:
         "data/sample", "Folder of images, one subfolder per class (the embedded sample by default)."
     )
     output_dir: str = _field(
-        "outputs", "Base folder for pipeline_root, metadata_path and serving_dir when they are unset."
+        "outputs",
+        "Base folder for pipeline_root, metadata_path and serving_dir when they are unset.",
     )
     pipeline_root: str = _field("", "TFX artifact root (default: OUTPUT_DIR/pipeline_root).")
     metadata_path: str = _field(
         "", "SQLite ML Metadata store for local runs (default: OUTPUT_DIR/metadata.sqlite)."
     )
     serving_dir: str = _field(
-        "", "Serving root; models are pushed to SERVING_DIR/MODEL_NAME/VERSION (default: OUTPUT_DIR/serving)."
+        "",
+        "Serving root; models are pushed to SERVING_DIR/MODEL_NAME/VERSION "
+        "(default: OUTPUT_DIR/serving).",
     )
-    model_name: str = _field("image_classifier", "Model name in the serving directory and TF Serving.")
+    model_name: str = _field(
+        "image_classifier", "Model name in the serving directory and TF Serving."
+    )
 
     # --- Data ---
     eval_fraction: float = _field(
@@ -61,12 +71,8 @@ class PipelineConfig:
     )
 
     # --- Model and training ---
-    backbone: str = _field(
-        "small_cnn", "Backbone network.", choices=sorted(BACKBONES)
-    )
-    image_size: int = _field(
-        0, "Square input size in pixels; 0 means the backbone's default size."
-    )
+    backbone: str = _field("small_cnn", "Backbone network.", choices=sorted(BACKBONES))
+    image_size: int = _field(0, "Square input size in pixels; 0 means the backbone's default size.")
     epochs: int = _field(15, "Maximum training epochs (early stopping may end sooner).")
     batch_size: int = _field(32, "Training batch size.")
     learning_rate: float = _field(1e-3, "Learning rate of the Adam optimizer.")
@@ -88,7 +94,31 @@ class PipelineConfig:
         list(IN_PROCESS_BEAM_ARGS),
         "Apache Beam arguments for the data components (repeat the flag or give a YAML list).",
     )
+    beam_preset: str = _field(
+        "none",
+        "DirectRunner preset: 'in-process' (one process, in memory) or 'multi-process' "
+        "(BEAM_NUM_WORKERS worker processes); it replaces --direct_running_mode and "
+        "--direct_num_workers in BEAM_PIPELINE_ARGS. 'none' uses BEAM_PIPELINE_ARGS as given.",
+        choices=BEAM_PRESETS,
+    )
+    beam_num_workers: int = _field(
+        2, "Worker processes of --beam-preset multi-process; 0 lets Beam use one per CPU core."
+    )
     enable_cache: bool = _field(False, "Reuse outputs of components whose inputs did not change.")
+
+    # --- Kubeflow Pipelines / Vertex AI (the compile command) ---
+    container_image: str = _field(
+        "",
+        "Container image every component runs in on Kubeflow/Vertex AI (built from "
+        "deploy/Dockerfile, e.g. us-docker.pkg.dev/PROJECT/REPO/tfx-image-pipeline:0.1.0); "
+        "required to compile.",
+    )
+    trainer_cpu: float = _field(
+        0.0, "vCPU limit of the Trainer container on Kubeflow/Vertex AI; 0 leaves it unset."
+    )
+    trainer_memory_gb: float = _field(
+        0.0, "Memory limit of the Trainer container in GB on Kubeflow/Vertex AI; 0 leaves it unset."
+    )
 
     @property
     def backbone_spec(self) -> BackboneSpec:
@@ -180,7 +210,9 @@ def _validate(config: PipelineConfig) -> None:
     if not 0 < config.learning_rate < 10:
         raise ConfigError(f"learning_rate: must be in (0, 10), got {config.learning_rate}")
     if not 0.01 <= config.eval_fraction <= 0.5:
-        raise ConfigError(f"eval_fraction: must be between 0.01 and 0.5, got {config.eval_fraction}")
+        raise ConfigError(
+            f"eval_fraction: must be between 0.01 and 0.5, got {config.eval_fraction}"
+        )
     for name in ("accuracy_floor", "max_accuracy_drop"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
@@ -189,8 +221,21 @@ def _validate(config: PipelineConfig) -> None:
         raise ConfigError(
             f"pipeline_name: use letters, digits, '-' and '_' only, got {config.pipeline_name!r}"
         )
+    if config.beam_num_workers < 0:
+        raise ConfigError(
+            f"beam_num_workers: must be 0 (one per CPU core) or more, got {config.beam_num_workers}"
+        )
+    for name in ("trainer_cpu", "trainer_memory_gb"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name}: must be 0 (unset) or positive, got {getattr(config, name)}")
+    if any(c.isspace() for c in config.container_image):
+        raise ConfigError(
+            f"container_image: must not contain spaces, got {config.container_image!r}"
+        )
     if not config.model_name.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"model_name: use letters, digits, '-' and '_' only, got {config.model_name!r}")
+        raise ConfigError(
+            f"model_name: use letters, digits, '-' and '_' only, got {config.model_name!r}"
+        )
     data_root = Path(config.data_root)
     if "://" not in config.data_root:
         if not data_root.is_dir():
@@ -200,6 +245,99 @@ def _validate(config: PipelineConfig) -> None:
             )
         if not any(data_root.iterdir()):
             raise ConfigError(f"data_root: {config.data_root} is empty")
+
+
+def _flag_name(arg: str) -> str:
+    return arg.split("=", 1)[0]
+
+
+def _runner_of(args: list[str]) -> str:
+    """The --runner value in Beam arguments ('' when none is given)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--runner="):
+            return arg.split("=", 1)[1]
+        if arg == "--runner" and i + 1 < len(args):
+            return args[i + 1]
+    return ""
+
+
+def resolve_beam_args(args: list[str], preset: str, num_workers: int) -> list[str]:
+    """``args`` with the preset's DirectRunner flags in place of any given ones.
+
+    Raises ConfigError naming beam_preset for an unknown preset, or for a preset combined
+    with a non-direct ``--runner`` (presets only configure Beam's DirectRunner).
+    """
+    if preset not in BEAM_PRESETS:
+        raise ConfigError(
+            f"beam_preset: unknown preset {preset!r}; choose one of: {', '.join(BEAM_PRESETS)}"
+        )
+    if preset == "none":
+        return list(args)
+    runner = _runner_of(args)
+    if runner and runner not in ("DirectRunner", "direct"):
+        raise ConfigError(
+            f"beam_preset: {preset!r} configures Beam's DirectRunner, but beam_pipeline_args "
+            f"selects --runner={runner}; set beam_preset to 'none'"
+        )
+    kept: list[str] = []
+    skip_value = False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+            continue
+        if _flag_name(arg) in _DIRECT_RUNNER_FLAGS:
+            skip_value = "=" not in arg  # The '--flag value' form: drop the value too.
+            continue
+        kept.append(arg)
+    if preset == "in-process":
+        return kept + list(IN_PROCESS_BEAM_ARGS)
+    return kept + ["--direct_running_mode=multi_processing", f"--direct_num_workers={num_workers}"]
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_local_paths(config: PipelineConfig) -> None:
+    """Checks that a local run can write its outputs; ConfigError names the field.
+
+    The MLMD store must be a local file. Remote URIs (gs://, s3://) are not checked. A folder
+    that does not exist yet must be creatable: its nearest existing parent must be a folder
+    this process can write to (probed by creating and removing a temporary folder, which
+    also catches read-only mounts and pseudo file systems that permission bits do not show).
+    """
+    if "://" in config.metadata_path:
+        raise ConfigError(
+            f"metadata_path: a local run needs a local SQLite file, got {config.metadata_path}"
+        )
+    targets = [
+        ("output_dir", config.output_dir),
+        ("pipeline_root", config.pipeline_root),
+        ("metadata_path", os.path.dirname(config.metadata_path)),
+        ("serving_dir", config.serving_dir),
+    ]
+    checked: set[Path] = set()
+    for name, value in targets:
+        if not value or "://" in value:
+            continue
+        existing = _nearest_existing(Path(value))
+        if existing in checked:
+            continue
+        checked.add(existing)
+        if not existing.is_dir():
+            raise ConfigError(
+                f"{name}: cannot create {value}: {existing} is a file, not a folder; "
+                f"choose another --{name.replace('_', '-')}"
+            )
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
+        except OSError as err:
+            raise ConfigError(
+                f"{name}: {value} is not writable ({existing}: {err.strerror or err}); "
+                f"choose a folder you can write to with --{name.replace('_', '-')}"
+            ) from None
 
 
 def _absolute(path: str) -> str:
@@ -250,15 +388,19 @@ def load_config(
         config,
         data_root=_absolute(config.data_root),
         output_dir=output_dir,
-        pipeline_root=_absolute(config.pipeline_root)
-        or os.path.join(output_dir, "pipeline_root"),
+        pipeline_root=_absolute(config.pipeline_root) or os.path.join(output_dir, "pipeline_root"),
         metadata_path=_absolute(config.metadata_path)
         or os.path.join(output_dir, "metadata.sqlite"),
         serving_dir=_absolute(config.serving_dir) or os.path.join(output_dir, "serving"),
     )
     if validate:
         _validate(config)
-    return config
+    return dataclasses.replace(
+        config,
+        beam_pipeline_args=resolve_beam_args(
+            config.beam_pipeline_args, config.beam_preset, config.beam_num_workers
+        ),
+    )
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -283,7 +425,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, **kwargs)
 
 
-def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+def config_from_args(args: argparse.Namespace, *, validate: bool = True) -> PipelineConfig:
     """Builds the configuration from parsed ``add_config_arguments`` options."""
     overrides = {name: getattr(args, name, None) for name in _FIELDS}
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, validate=validate)

@@ -12,7 +12,7 @@ The output is one subfolder per class holding PNG files, the layout of
 Usage::
 
     python -m pipeline.data_export --out data/sample --split train --per-class 50
-    python -m pipeline.data_export --out /tmp/fmnist --split all   # 60k + 10k, with train/ and test/
+    python -m pipeline.data_export --out /tmp/fmnist --split all  # OUT/train, OUT/test
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def load_split(idx_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def select_indices(labels: np.ndarray, per_class: int | None, skip: int = 0) -> Iterator[int]:
-    """Yields indices in file order: per class, skips the first ``skip`` then takes ``per_class``."""
+    """Yields indices in file order; per class, skips ``skip`` images, then takes ``per_class``."""
     seen = np.zeros(len(FASHION_MNIST_CLASSES), dtype=np.int64)
     for index, label in enumerate(labels):
         seen[label] += 1
@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="which split; 'all' writes OUT/train and OUT/test",
     )
-    parser.add_argument("--per-class", type=int, default=None, help="images per class (default all)")
+    parser.add_argument(
+        "--per-class", type=int, default=None, help="images per class (default all)"
+    )
     parser.add_argument("--skip", type=int, default=0, help="skip the first N images of each class")
     parser.add_argument("--idx-dir", type=Path, default=DEFAULT_IDX_DIR)
     args = parser.parse_args(argv)

@@ -127,9 +127,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=config.model_serving_dir
-            )
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)
         ),
     )
     return tfx.dsl.Pipeline(

@@ -51,7 +51,9 @@ def _property(item: Any, name: str) -> Any:
     return None
 
 
-def _node_ids_by_execution(store: metadata_store.MetadataStore, pipeline_name: str) -> dict[int, str]:
+def _node_ids_by_execution(
+    store: metadata_store.MetadataStore, pipeline_name: str
+) -> dict[int, str]:
     node_ids: dict[int, str] = {}
     for context in store.get_contexts_by_type(_NODE_CONTEXT_TYPE):
         prefix = pipeline_name + "."

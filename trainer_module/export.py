@@ -38,7 +38,9 @@ class _ServingModule(tf.Module):
             features.CLASS_NAME_OUTPUT: tf.gather(self.class_names, class_id),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT_KEY)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT_KEY)]
+    )
     def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._predict(images)
 

@@ -86,7 +86,9 @@ def make_dataset(
     if num_examples * image_size * image_size * 3 * 4 <= _MAX_CACHE_BYTES:
         dataset = dataset.cache()
     if training:
-        dataset = dataset.shuffle(min(num_examples, 10_000), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            min(num_examples, 10_000), seed=seed, reshuffle_each_iteration=True
+        )
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

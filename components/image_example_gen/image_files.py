@@ -16,11 +16,21 @@ from PIL import Image
 # Formats tf.io.decode_image reads, so Transform and the serving graph can decode them.
 ACCEPTED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "BMP": "bmp"}
 # Extensions looked at; anything else in a class folder is ignored (README, .DS_Store...).
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-)
-_CHANNELS_BY_MODE = {"1": 1, "L": 1, "I;16": 1, "I": 1, "F": 1, "P": 3, "RGB": 3, "YCbCr": 3,
-                     "LA": 2, "PA": 2, "RGBA": 4, "CMYK": 4}
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+_CHANNELS_BY_MODE = {
+    "1": 1,
+    "L": 1,
+    "I;16": 1,
+    "I": 1,
+    "F": 1,
+    "P": 3,
+    "RGB": 3,
+    "YCbCr": 3,
+    "LA": 2,
+    "PA": 2,
+    "RGBA": 4,
+    "CMYK": 4,
+}
 
 
 class ImageFolderError(ValueError):
@@ -59,7 +69,9 @@ def list_image_files(root: str) -> list[ImageFile]:
             continue
         for path in _walk_files(class_dir):
             if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
-                files.append(ImageFile(os.path.relpath(path, root).replace(os.sep, "/"), class_name))
+                files.append(
+                    ImageFile(os.path.relpath(path, root).replace(os.sep, "/"), class_name)
+                )
     if not files:
         raise ImageFolderError(
             f"no image files found under {root}; expected one subfolder per class holding "

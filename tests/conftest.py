@@ -1,0 +1,25 @@
+"""Shared test setup: Keras 2 for TensorFlow, and paths to the embedded data."""
+
+import os
+from pathlib import Path
+
+# Before any test module imports TensorFlow (TFX 1.16 needs Keras 2).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+HOLDOUT_DIR = REPO_ROOT / "data" / "holdout"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The embedded training sample: 10 Fashion-MNIST classes, 50 PNGs each."""
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def holdout_dir() -> Path:
+    """10 PNGs per class from the Fashion-MNIST test set, never used for training."""
+    return HOLDOUT_DIR

@@ -1,0 +1,116 @@
+"""Configuration loading: defaults, YAML, overrides and clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+
+from pipeline.config import (
+    ConfigError,
+    PipelineConfig,
+    add_config_arguments,
+    config_from_args,
+    load_config,
+)
+
+
+@pytest.fixture()
+def data_root(tmp_path):
+    root = tmp_path / "images"
+    (root / "cat").mkdir(parents=True)
+    (root / "cat" / "a.png").write_bytes(b"x")
+    return root
+
+
+def test_defaults_fill_derived_paths(data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(overrides={"data_root": str(data_root), "output_dir": "out"})
+    assert config.output_dir == str(tmp_path / "out")
+    assert config.pipeline_root == str(tmp_path / "out" / "pipeline_root")
+    assert config.metadata_path == str(tmp_path / "out" / "metadata.sqlite")
+    assert config.serving_dir == str(tmp_path / "out" / "serving")
+    assert config.model_serving_dir == os.path.join(config.serving_dir, config.model_name)
+    assert config.resolved_image_size == config.backbone_spec.default_image_size
+
+
+def test_yaml_then_overrides(data_root, tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(
+        f"data_root: {data_root}\nepochs: 3\nlearning_rate: 0.01\nimage_size: 32\n"
+        "beam_pipeline_args: ['--direct_num_workers=2']\nenable_cache: true\n"
+    )
+    config = load_config(yaml_file, {"epochs": "5", "model_name": None})
+    assert config.epochs == 5  # the override wins
+    assert config.learning_rate == 0.01  # from YAML
+    assert config.image_size == 32 and config.resolved_image_size == 32
+    assert config.beam_pipeline_args == ["--direct_num_workers=2"]
+    assert config.enable_cache is True
+    assert config.model_name == PipelineConfig().model_name  # None means "not given"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"backbone": "vgg99"}, "backbone"),
+        ({"image_size": 8}, "image_size"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": "three"}, "epochs"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"learning_rate": -1}, "learning_rate"),
+        ({"eval_fraction": 0.9}, "eval_fraction"),
+        ({"accuracy_floor": 1.5}, "accuracy_floor"),
+        ({"max_accuracy_drop": -0.1}, "max_accuracy_drop"),
+        ({"enable_cache": "maybe"}, "enable_cache"),
+        ({"model_name": "my model"}, "model_name"),
+    ],
+)
+def test_invalid_values_name_the_field(data_root, overrides, field):
+    with pytest.raises(ConfigError, match=rf"^{field}:"):
+        load_config(overrides={"data_root": str(data_root), **overrides})
+
+
+def test_missing_and_empty_data_root(tmp_path):
+    with pytest.raises(ConfigError, match="data_root: .* is not a folder"):
+        load_config(overrides={"data_root": str(tmp_path / "nope")})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="data_root: .* is empty"):
+        load_config(overrides={"data_root": str(tmp_path / "empty")})
+
+
+def test_unknown_field_and_bad_yaml(data_root, tmp_path):
+    with pytest.raises(ConfigError, match="unknown configuration field.*epoch\\b"):
+        load_config(overrides={"data_root": str(data_root), "epoch": 3})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_flags_are_generated_from_fields(data_root, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(
+        [
+            f"--data-root={data_root}",
+            "--epochs=2",
+            "--beam-pipeline-args=--direct_running_mode=multi_processing",
+            "--beam-pipeline-args=--direct_num_workers=2",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.epochs == 2
+    assert config.beam_pipeline_args == [
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+    ]
+    help_text = parser.format_help()
+    for field in ("--data-root", "--backbone", "--accuracy-floor", "--serving-dir"):
+        assert field in help_text
