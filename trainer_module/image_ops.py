@@ -6,32 +6,58 @@ sends encoded bytes and never repeats any preprocessing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 
+from trainer_module.backbone_specs import RESIZE_MODES
 
-def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+
+def decode_and_resize(
+    encoded: tf.Tensor, image_size: int, resize_mode: str = "stretch"
+) -> tf.Tensor:
     """Decodes one encoded image (PNG, JPEG, GIF, BMP) to float32 RGB [size, size, 3] in 0..255.
 
     Grayscale is repeated to three channels and alpha is dropped by decoding with
-    ``channels=3``; animated GIFs keep their first frame.
+    ``channels=3``; animated GIFs keep their first frame. ``resize_mode`` "stretch" resizes
+    to the square directly; "pad" keeps the aspect ratio and pads with black.
     """
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
+    image = tf.cast(image, tf.float32)
+    if resize_mode == "pad":
+        image = tf.image.resize_with_pad(image, image_size, image_size)
+    else:
+        image = tf.image.resize(image, [image_size, image_size])
     image = tf.clip_by_value(image, 0.0, 255.0)
     image.set_shape([image_size, image_size, 3])
     return image
 
 
-def decode_batch(
-    encoded: tf.Tensor, image_size: int, input_offset: float, input_scale: float
+def normalize(
+    images: tf.Tensor, input_mean: Sequence[float], input_std: Sequence[float], bgr: bool = False
 ) -> tf.Tensor:
-    """Decodes a [batch] string tensor to normalized float32 [batch, size, size, 3].
+    """Maps RGB images in 0..255 to a backbone's input range, per channel."""
+    if bgr:
+        images = images[..., ::-1]
+    mean = tf.constant(list(input_mean), tf.float32)
+    std = tf.constant(list(input_std), tf.float32)
+    return (images - mean) / std
 
-    Normalization is ``(x - input_offset) / input_scale``, the backbone's own input range.
-    """
+
+def decode_batch(
+    encoded: tf.Tensor,
+    image_size: int,
+    input_mean: Sequence[float],
+    input_std: Sequence[float],
+    bgr: bool = False,
+    resize_mode: str = "stretch",
+) -> tf.Tensor:
+    """Decodes a [batch] string tensor to normalized float32 [batch, size, size, 3]."""
     images = tf.map_fn(
-        lambda x: decode_and_resize(x, image_size),
+        lambda x: decode_and_resize(x, image_size, resize_mode),
         encoded,
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
     )
-    return (images - input_offset) / input_scale
+    return normalize(images, input_mean, input_std, bgr)

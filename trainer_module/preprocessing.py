@@ -23,8 +23,8 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
 
     Args:
       inputs: raw features; the encoded image bytes and the class name are used.
-      custom_config: ``image_size``, ``input_offset`` and ``input_scale`` of the backbone,
-        set by the pipeline's Transform component.
+      custom_config: ``image_size``, ``resize_mode`` and the backbone's normalization
+        (``input_mean``, ``input_std``, ``bgr``), set by the pipeline's Transform component.
 
     Returns:
       ``image_xf``: float32 [batch, size, size, 3], normalized for the backbone;
@@ -35,8 +35,10 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
     images = decode_batch(
         _as_vector(inputs[features.IMAGE_KEY]),
         image_size,
-        float(custom_config["input_offset"]),
-        float(custom_config["input_scale"]),
+        input_mean=[float(v) for v in custom_config["input_mean"]],
+        input_std=[float(v) for v in custom_config["input_std"]],
+        bgr=bool(custom_config.get("bgr", False)),
+        resize_mode=str(custom_config.get("resize_mode", "stretch")),
     )
     labels = _as_vector(inputs[features.LABEL_KEY])
     label_ids = tft.compute_and_apply_vocabulary(

@@ -1,9 +1,19 @@
-"""TFX Trainer ``run_fn``: tf.data input from raw examples, Keras training, export."""
+"""TFX Trainer ``run_fn``: tf.data input from raw examples, two-phase Keras training, export.
+
+Phase 1 trains a new head on the frozen backbone (the whole network for a backbone trained
+from scratch); phase 2, when enabled, unfreezes the top of a pretrained backbone at a lower
+learning rate. A killed Trainer resumes: progress is backed up under the pipeline root, keyed
+by the Trainer's inputs, and removed once training finishes.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import os
+import shutil
 from typing import Any
 
 import tensorflow as tf
@@ -11,12 +21,15 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer_module import features
+from trainer_module.backbone_specs import get_backbone_spec
 from trainer_module.export import export_serving_model
-from trainer_module.models import build_classifier
+from trainer_module.models import build_backbone, build_classifier, set_backbone_trainable
 
 # Decoded training images are cached in memory up to this size; larger sets are re-read
 # (and re-decoded in parallel) each epoch.
 _MAX_CACHE_BYTES = 2 * 1024**3
+_PARSE_BATCH = 256
+_WARMUP_IMAGES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,10 +37,19 @@ class TrainingSettings:
     """What run_fn reads from the Trainer's custom_config (set by the pipeline)."""
 
     backbone: str
+    backbone_weights: str
     image_size: int
     epochs: int
     batch_size: int
     learning_rate: float
+    optimizer: str
+    dropout: float
+    fine_tune_epochs: int
+    fine_tune_learning_rate: float
+    fine_tune_fraction: float
+    augment_flip: bool
+    augment_zoom: float
+    augment_color: float
     early_stopping_patience: int
     seed: int
 
@@ -48,24 +70,53 @@ def _list_files(file_patterns: list[str]) -> list[str]:
     return files
 
 
+def _record_dataset(file_patterns: list[str]) -> tf.data.Dataset:
+    return tf.data.TFRecordDataset(
+        _list_files(file_patterns), compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE
+    )
+
+
 def count_examples(file_patterns: list[str]) -> int:
     """Counts the records in gzipped TFRecord files (a cheap pass over compressed bytes)."""
-    dataset = tf.data.TFRecordDataset(_list_files(file_patterns), compression_type="GZIP")
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    return int(_record_dataset(file_patterns).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def augment_batch(
+    images: tf.Tensor, flip: bool, zoom: float, color: float, pixel_range: float
+) -> tf.Tensor:
+    """Random flip, zoom-in crop and brightness/contrast jitter of a normalized image batch.
+
+    ``pixel_range`` is the width of the normalized value range (255 / std), so colour jitter
+    means the same in every backbone's input space.
+    """
+    batch = tf.shape(images)[0]
+    size = tf.shape(images)[1:3]
+    if flip:
+        images = tf.image.random_flip_left_right(images)
+    if zoom > 0:
+        scale = tf.random.uniform([batch, 1], 1.0 - zoom, 1.0)
+        offset = tf.random.uniform([batch, 2]) * (1.0 - scale)
+        boxes = tf.concat([offset, offset + scale], axis=1)
+        images = tf.image.crop_and_resize(images, boxes, tf.range(batch), size)
+    if color > 0:
+        brightness = tf.random.uniform([batch, 1, 1, 1], -color, color) * pixel_range
+        contrast = tf.random.uniform([batch, 1, 1, 1], 1.0 - color, 1.0 + color)
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = (images - mean) * contrast + mean + brightness
+    return images
 
 
 def make_dataset(
     file_patterns: list[str],
     tft_output: tft.TFTransformOutput,
-    batch_size: int,
-    image_size: int,
+    settings: TrainingSettings,
     training: bool,
-    seed: int,
 ) -> tf.data.Dataset:
     """Raw tf.Example files -> batches of (normalized image, label id).
 
     The tf.Transform graph runs inside the input pipeline (batched and in parallel), so
-    images are decoded once per epoch, or once in total when the set fits in memory.
+    images are decoded once per epoch, or once in total when the decoded set fits in memory.
+    Augmentation runs after the cache, on training batches only.
     """
     raw_spec = tft_output.raw_feature_spec()
     spec = {key: raw_spec[key] for key in (features.IMAGE_KEY, features.LABEL_KEY)}
@@ -79,43 +130,68 @@ def make_dataset(
         )
 
     num_examples = count_examples(file_patterns)
-    dataset = tf.data.TFRecordDataset(
-        _list_files(file_patterns), compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE
-    )
-    dataset = dataset.batch(256).map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    if num_examples * image_size * image_size * 3 * 4 <= _MAX_CACHE_BYTES:
+    size = settings.image_size
+    dataset = _record_dataset(file_patterns).batch(_PARSE_BATCH)
+    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    if num_examples * size * size * 3 * 4 <= _MAX_CACHE_BYTES:
         dataset = dataset.cache()
-    if training:
-        dataset = dataset.shuffle(
-            min(num_examples, 10_000), seed=seed, reshuffle_each_iteration=True
-        )
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if not training:
+        return dataset.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.shuffle(min(num_examples, 10_000), seed=settings.seed)
+    dataset = dataset.batch(settings.batch_size)
+    if settings.augment_flip or settings.augment_zoom or settings.augment_color:
+        pixel_range = 255.0 / (sum(get_backbone_spec(settings.backbone).input_std) / 3)
+
+        def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            images = augment_batch(
+                images,
+                settings.augment_flip,
+                settings.augment_zoom,
+                settings.augment_color,
+                pixel_range,
+            )
+            return images, labels
+
+        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def run_fn(fn_args: FnArgs) -> None:
-    """Trains the classifier and exports it to ``fn_args.serving_model_dir``."""
-    settings = TrainingSettings.from_custom_config(fn_args.custom_config)
-    tf.keras.utils.set_random_seed(settings.seed)
-    tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY_NAME)
+def _optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
+    if name == "sgd":
+        return tf.keras.optimizers.SGD(learning_rate, momentum=0.9)
+    if name == "rmsprop":
+        return tf.keras.optimizers.RMSprop(learning_rate)
+    return tf.keras.optimizers.Adam(learning_rate)
 
-    dataset_args = dict(
-        tft_output=tft_output,
-        batch_size=settings.batch_size,
-        image_size=settings.image_size,
-        seed=settings.seed,
-    )
-    train_dataset = make_dataset(fn_args.train_files, training=True, **dataset_args)
-    eval_dataset = make_dataset(fn_args.eval_files, training=False, **dataset_args)
 
-    model = build_classifier(settings.backbone, settings.image_size, num_classes)
+def _compile(model: tf.keras.Model, optimizer: str, learning_rate: float) -> None:
     model.compile(
-        optimizer=tf.keras.optimizers.Adam(settings.learning_rate),
+        optimizer=_optimizer(optimizer, learning_rate),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+
+
+def resume_dir(fn_args: FnArgs) -> str:
+    """A folder for training progress that a re-run of the same Trainer inputs finds again.
+
+    TFX gives every execution a new model_run_dir, so the key is a hash of what the
+    Trainer trains on (example files, transform graph, settings), placed beside those dirs.
+    """
+    key = json.dumps(
+        [sorted(fn_args.train_files), fn_args.transform_output, fn_args.custom_config],
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    model_run_root = os.path.dirname(fn_args.model_run_dir.rstrip("/"))
+    return os.path.join(model_run_root, "resume", digest)
+
+
+def _callbacks(settings: TrainingSettings, log_dir: str, backup_dir: str) -> list:
     callbacks: list[tf.keras.callbacks.Callback] = [
-        tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
+        tf.keras.callbacks.TensorBoard(log_dir=log_dir),
+        tf.keras.callbacks.BackupAndRestore(backup_dir=backup_dir),
     ]
     if settings.early_stopping_patience:
         callbacks.append(
@@ -125,12 +201,80 @@ def run_fn(fn_args: FnArgs) -> None:
                 restore_best_weights=True,
             )
         )
-    history = model.fit(
-        train_dataset,
-        validation_data=eval_dataset,
-        epochs=settings.epochs,
-        callbacks=callbacks,
-        verbose=2,
+    return callbacks
+
+
+def _first_images(file_patterns: list[str], count: int) -> list[bytes]:
+    spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)}
+    images = []
+    for record in _record_dataset(file_patterns).take(count):
+        images.append(tf.io.parse_single_example(record, spec)[features.IMAGE_KEY][0].numpy())
+    return images
+
+
+def run_fn(fn_args: FnArgs) -> None:
+    """Trains the classifier in up to two phases and exports it to serving_model_dir."""
+    settings = TrainingSettings.from_custom_config(fn_args.custom_config)
+    tf.keras.utils.set_random_seed(settings.seed)
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY_NAME)
+    train_dataset = make_dataset(fn_args.train_files, tft_output, settings, training=True)
+    eval_dataset = make_dataset(fn_args.eval_files, tft_output, settings, training=False)
+
+    spec = get_backbone_spec(settings.backbone)
+    pretrained = spec.pretrained and settings.backbone_weights != "none"
+    backbone = build_backbone(settings.backbone, settings.image_size, settings.backbone_weights)
+    model = build_classifier(
+        backbone, settings.image_size, num_classes, settings.dropout, pretrained=pretrained
     )
-    logging.info("Training finished: %s", {k: v[-1] for k, v in history.history.items()})
-    export_serving_model(model, tft_output, fn_args.serving_model_dir)
+    state_dir = resume_dir(fn_args)
+    phase1_weights = os.path.join(state_dir, "phase1_done.weights.h5")
+
+    if tf.io.gfile.exists(phase1_weights):
+        logging.info("Resuming after phase 1 from %s", phase1_weights)
+        model.load_weights(phase1_weights)
+    else:
+        # Phase 1: a new head on the frozen backbone; from scratch, the whole network.
+        if pretrained:
+            set_backbone_trainable(model, 0.0)
+        _compile(model, settings.optimizer, settings.learning_rate)
+        history = model.fit(
+            train_dataset,
+            validation_data=eval_dataset,
+            epochs=settings.epochs,
+            callbacks=_callbacks(
+                settings,
+                os.path.join(fn_args.model_run_dir, "phase1"),
+                os.path.join(state_dir, "phase1"),
+            ),
+            verbose=2,
+        )
+        logging.info("Phase 1 finished: %s", {k: v[-1] for k, v in history.history.items()})
+        tf.io.gfile.makedirs(state_dir)
+        model.save_weights(phase1_weights)
+
+    if pretrained and settings.fine_tune_epochs > 0:
+        # Phase 2: unfreeze the top of the backbone at a lower learning rate.
+        trainable = set_backbone_trainable(model, settings.fine_tune_fraction)
+        logging.info("Phase 2: %d backbone layers trainable", trainable)
+        _compile(model, settings.optimizer, settings.fine_tune_learning_rate)
+        history = model.fit(
+            train_dataset,
+            validation_data=eval_dataset,
+            epochs=settings.fine_tune_epochs,
+            callbacks=_callbacks(
+                settings,
+                os.path.join(fn_args.model_run_dir, "phase2"),
+                os.path.join(state_dir, "phase2"),
+            ),
+            verbose=2,
+        )
+        logging.info("Phase 2 finished: %s", {k: v[-1] for k, v in history.history.items()})
+
+    export_serving_model(
+        model,
+        tft_output,
+        fn_args.serving_model_dir,
+        warmup_images=_first_images(fn_args.eval_files, _WARMUP_IMAGES),
+    )
+    shutil.rmtree(state_dir, ignore_errors=True)  # Finished: nothing left to resume.

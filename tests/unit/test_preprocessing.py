@@ -40,7 +40,13 @@ def transformed(sample_dir, tmp_path_factory):
             }
         )
     )
-    config = {"image_size": IMAGE_SIZE, "input_offset": 127.0, "input_scale": 128.0}
+    config = {
+        "image_size": IMAGE_SIZE,
+        "input_mean": [127.0] * 3,
+        "input_std": [128.0] * 3,
+        "bgr": False,
+        "resize_mode": "stretch",
+    }
     temp_dir = str(tmp_path_factory.mktemp("tft"))
     with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
         (out_rows, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
@@ -95,7 +101,7 @@ def test_decode_batch_converts_every_layout_to_rgb():
     rgba[..., 0], rgba[..., 3] = 255, 10  # red, nearly transparent: alpha is dropped
     jpeg = _encode(np.full((8, 8, 3), 40, np.uint8), "RGB", "JPEG")
     batch = tf.constant([_encode(gray, "L"), _encode(rgba, "RGBA"), jpeg])
-    images = decode_batch(batch, 16, input_offset=0.0, input_scale=255.0).numpy()
+    images = decode_batch(batch, 16, input_mean=[0.0] * 3, input_std=[255.0] * 3).numpy()
     assert images.shape == (3, 16, 16, 3)
     np.testing.assert_allclose(images[0], 200 / 255, atol=1e-5)
     np.testing.assert_allclose(images[1, ..., 0], 1.0, atol=1e-5)

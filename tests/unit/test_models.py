@@ -1,0 +1,100 @@
+"""Backbone registry, head, phase-2 unfreezing and training-time augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer_module.backbone_specs import BACKBONES
+from trainer_module.image_ops import normalize
+from trainer_module.models import (
+    BACKBONE_LAYER_NAME,
+    BackboneWeightsError,
+    build_backbone,
+    build_classifier,
+    set_backbone_trainable,
+)
+from trainer_module.train import augment_batch
+
+
+def test_every_backbone_builds_without_weights_and_classifies():
+    # Random weights: nothing is downloaded. Sizes at each backbone's minimum keep it quick.
+    for name, spec in BACKBONES.items():
+        size = max(spec.min_image_size, 32)
+        backbone = build_backbone(name, size, weights="none")
+        model = build_classifier(backbone, size, num_classes=3, pretrained=False)
+        probabilities = model(tf.zeros([2, size, size, 3])).numpy()
+        assert probabilities.shape == (2, 3), name
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_keras_imagenet_weights_offline_give_a_clear_error(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")  # what Keras raises offline
+
+    monkeypatch.setattr(tf.keras.applications, "MobileNetV2", refuse)
+    with pytest.raises(BackboneWeightsError, match="backbone_weights.*efficientnet_lite0"):
+        build_backbone("mobilenet_v2", 96, weights="imagenet")
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.h5"):
+        build_backbone("mobilenet_v2", 96, weights=str(tmp_path / "nope.h5"))
+
+
+def test_phase_two_unfreezes_the_top_fraction_but_never_batchnorm():
+    backbone = build_backbone("efficientnet_lite0", 64, weights="none")
+    model = build_classifier(backbone, 64, num_classes=4, pretrained=True)
+    layers = [layer for layer in model.get_layer(BACKBONE_LAYER_NAME).layers if layer.weights]
+
+    assert set_backbone_trainable(model, 0.0) == 0
+    assert not model.get_layer(BACKBONE_LAYER_NAME).trainable
+    head_weights = model.get_layer("head_dense").trainable_weights
+    assert model.trainable_weights == head_weights
+
+    count = set_backbone_trainable(model, 0.3)
+    top = layers[len(layers) - round(len(layers) * 0.3) :]
+    expected = [layer for layer in top if not isinstance(layer, tf.keras.layers.BatchNormalization)]
+    assert count == len(expected) > 0
+    assert all(layer.trainable for layer in expected)
+    assert not any(
+        layer.trainable for layer in layers if isinstance(layer, tf.keras.layers.BatchNormalization)
+    )
+    assert not any(layer.trainable for layer in layers[: len(layers) - len(top)])
+    assert layers[-1].name.startswith("top_")  # order runs stem -> head
+
+
+def test_pretrained_backbone_batchnorm_stays_in_inference_mode_while_training():
+    backbone = build_backbone("efficientnet_lite0", 32, weights="none")
+    model = build_classifier(backbone, 32, num_classes=2, pretrained=True)
+    set_backbone_trainable(model, 1.0)
+    bn = next(
+        layer
+        for layer in model.get_layer(BACKBONE_LAYER_NAME).layers
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+    )
+    before = bn.moving_mean.numpy().copy()
+    model(tf.random.uniform([4, 32, 32, 3]) * 5, training=True)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), before)
+
+
+def test_augmentation_keeps_shape_and_changes_pixels():
+    tf.keras.utils.set_random_seed(1)
+    images = tf.random.uniform([8, 24, 24, 3], -1, 1)
+    flipped = augment_batch(images, flip=True, zoom=0.0, color=0.0, pixel_range=2.0)
+    assert flipped.shape == images.shape
+    for original, out in zip(images.numpy(), flipped.numpy()):
+        assert np.allclose(out, original) or np.allclose(out, original[:, ::-1])
+    zoomed = augment_batch(images, flip=False, zoom=0.3, color=0.2, pixel_range=2.0)
+    assert zoomed.shape == images.shape
+    assert not np.allclose(zoomed.numpy(), images.numpy())
+    unchanged = augment_batch(images, flip=False, zoom=0.0, color=0.0, pixel_range=2.0)
+    np.testing.assert_array_equal(unchanged.numpy(), images.numpy())
+
+
+def test_caffe_style_normalization_reorders_to_bgr_and_subtracts_means():
+    spec = BACKBONES["resnet50"]
+    rgb = tf.constant([[[[10.0, 20.0, 30.0]]]])
+    out = normalize(rgb, spec.input_mean, spec.input_std, spec.bgr).numpy()
+    np.testing.assert_allclose(out[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-5)
