@@ -135,6 +135,18 @@ class PipelineConfig:
         0.02, "Largest accuracy drop against the last blessed model that still blesses (0..1)."
     )
 
+    top_k: int = _field(3, "k of the top-k accuracy the Evaluator reports.")
+
+    # --- Serving directory ---
+    keep_versions: int = _field(
+        5, "How many of the newest pushed versions to keep in SERVING_DIR/MODEL_NAME."
+    )
+    models_config_base_path: str = _field(
+        "/models",
+        "Where TF Serving sees SERVING_DIR, for the paths in SERVING_DIR/models.config "
+        "(/models in the tensorflow/serving container; empty: SERVING_DIR itself).",
+    )
+
     # --- Execution ---
     beam_pipeline_args: list[str] = _field(
         list(IN_PROCESS_BEAM_ARGS),
@@ -273,7 +285,7 @@ def _validate(config: PipelineConfig) -> None:
         raise ConfigError(f"augment_zoom: must be in [0, 0.5), got {config.augment_zoom}")
     if not 0 <= config.augment_color <= 0.5:
         raise ConfigError(f"augment_color: must be in [0, 0.5], got {config.augment_color}")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "top_k", "keep_versions"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
     if config.early_stopping_patience < 0:

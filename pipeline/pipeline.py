@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.image_example_gen import ImageExampleGen
+from components.versioned_pusher import VersionedPusher
 from pipeline.config import PipelineConfig
 from trainer_module import features
 
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
 ACCURACY_METRIC = "sparse_categorical_accuracy"
+TOP_K_METRIC = "top_k_accuracy"
+CUSTOM_METRICS_MODULE = "trainer_module.metrics"
 
 # Component ids, in pipeline order; runners and tests refer to components by these.
 EXAMPLE_GEN = "ImageExampleGen"
@@ -26,11 +31,22 @@ PUSHER = "Pusher"
 
 
 def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """TFMA config: accuracy on the raw eval split, gated by a floor and by the baseline.
+    """TFMA config: metrics on the raw eval split, gated by a floor and by the baseline.
 
     Labels are class names in the raw data; the model's ``transform_features`` signature
-    maps them to ids with the same vocabulary the model was trained with.
+    maps them to ids with the vocabulary the model was trained with. Reported: accuracy,
+    top-k accuracy, the multi-class confusion matrix (per-class precision, recall and F1
+    are derived from it) and the expected calibration error of the top-1 confidence,
+    overall and per label slice. Only overall accuracy gates the blessing.
     """
+    overall = tfma.SlicingSpec()
+    accuracy_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.accuracy_floor}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -config.max_accuracy_drop},
+        ),
+    )
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -40,25 +56,30 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 prediction_key=features.PROBABILITIES_OUTPUT,
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()],
+        slicing_specs=[overall, tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
                     tfma.MetricConfig(
                         class_name="SparseCategoricalAccuracy",
-                        threshold=tfma.MetricThreshold(
-                            value_threshold=tfma.GenericValueThreshold(
-                                lower_bound={"value": config.accuracy_floor}
-                            ),
-                            change_threshold=tfma.GenericChangeThreshold(
-                                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                                absolute={"value": -config.max_accuracy_drop},
-                            ),
-                        ),
+                        per_slice_thresholds=[
+                            tfma.PerSliceMetricThreshold(
+                                slicing_specs=[overall], threshold=accuracy_threshold
+                            )
+                        ],
+                    ),
+                    tfma.MetricConfig(
+                        class_name="SparseTopKCategoricalAccuracy",
+                        config=json.dumps({"k": config.top_k, "name": TOP_K_METRIC}),
+                    ),
+                    tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+                    # TFMA's own calibration metrics are binary; see trainer_module.metrics.
+                    tfma.MetricConfig(
+                        class_name="ExpectedCalibrationError", module=CUSTOM_METRICS_MODULE
                     ),
                 ]
-            )
+            ),
         ],
     )
 
@@ -132,13 +153,13 @@ def create_pipeline(
         baseline_model=baseline_resolver.outputs["model"],
         eval_config=build_eval_config(config),
     )
-    pusher = tfx.components.Pusher(
+    pusher = VersionedPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)
-        ),
-    )
+        model_dir=config.model_serving_dir,
+        keep_versions=config.keep_versions,
+        models_config_base_path=config.models_config_base_path,
+    ).with_id(PUSHER)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from ml_metadata import metadata_store
@@ -33,6 +34,10 @@ class RunSummary:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     baseline_model_uri: str | None = None
     candidate_model_uri: str | None = None
+    evaluation_uri: str | None = None
+    transform_graph_uri: str | None = None
+    # class name -> precision, recall, f1, support (from TFMA's confusion matrix)
+    per_class: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 def open_store(metadata_path: str) -> metadata_store.MetadataStore:
@@ -101,6 +106,10 @@ def summarize_run(
             )
         )
         _add_outputs(store, execution, component_id, summary)
+    if summary.evaluation_uri and summary.transform_graph_uri:
+        summary.per_class = load_per_class_metrics(
+            summary.evaluation_uri, read_class_names(summary.transform_graph_uri)
+        )
     return summary
 
 
@@ -110,6 +119,8 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
     for event in events:
         artifact = by_id[event.artifact_id]
         key = event.path.steps[0].key if event.path.steps else ""
+        if key == "transform_graph" and event.type == metadata_store_pb2.Event.OUTPUT:
+            summary.transform_graph_uri = artifact.uri
         if component_id == "Evaluator" and event.type == metadata_store_pb2.Event.INPUT:
             if key == "baseline_model":
                 summary.baseline_model_uri = artifact.uri
@@ -120,6 +131,7 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
         if key == "blessing":
             summary.blessed = bool(_property(artifact, "blessed"))
         elif key == "evaluation":
+            summary.evaluation_uri = artifact.uri
             summary.metrics = load_overall_metrics(artifact.uri)
         elif key == "pushed_model" and _property(artifact, "pushed"):
             summary.pushed_destination = _property(artifact, "pushed_destination")
@@ -143,6 +155,57 @@ def load_overall_metrics(evaluation_uri: str) -> dict[str, float]:
     return metrics
 
 
+def read_class_names(transform_graph_uri: str) -> list[str]:
+    """Class names in id order, from the tf.Transform vocabulary the model was trained with."""
+    import tensorflow as tf
+
+    from trainer_module.features import LABEL_VOCABULARY_NAME
+
+    path = os.path.join(transform_graph_uri, "transform_fn", "assets", LABEL_VOCABULARY_NAME)
+    with tf.io.gfile.GFile(path) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def per_class_from_confusion(
+    entries: list[tuple[int, int, float]], class_names: list[str]
+) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support per class from (actual, predicted, count) cells."""
+    result = {}
+    for class_id, name in enumerate(class_names):
+        true_positive = sum(n for a, p, n in entries if a == class_id and p == class_id)
+        predicted = sum(n for _, p, n in entries if p == class_id)
+        actual = sum(n for a, _, n in entries if a == class_id)
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        result[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+    return result
+
+
+def load_per_class_metrics(
+    evaluation_uri: str, class_names: list[str]
+) -> dict[str, dict[str, float]]:
+    """Per-class metrics of the candidate from TFMA's multi-class confusion matrix plot."""
+    import tensorflow_model_analysis as tfma  # Heavy; only needed when metrics are read.
+
+    for slice_plots in tfma.load_plots(evaluation_uri):
+        if slice_plots.slice_key.single_slice_keys:
+            continue
+        for key_and_value in slice_plots.plot_keys_and_values:
+            if key_and_value.key.model_name == "baseline":
+                continue
+            value = key_and_value.value
+            if not value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                continue
+            matrix = value.multi_class_confusion_matrix_at_thresholds.matrices[0]
+            entries = [
+                (e.actual_class_id, e.predicted_class_id, e.num_weighted_examples)
+                for e in matrix.entries
+            ]
+            return per_class_from_confusion(entries, class_names)
+    return {}
+
+
 def format_summary(summary: RunSummary) -> str:
     """A one-screen human-readable report of the run."""
     lines = [f"Run {summary.run_id}", "", f"{'component':<32}{'state':<10}{'seconds':>9}"]
@@ -152,6 +215,15 @@ def format_summary(summary: RunSummary) -> str:
     lines.append("")
     for name, value in sorted(summary.metrics.items()):
         lines.append(f"eval {name}: {value:.4f}")
+    if summary.per_class:
+        lines.append("")
+        lines.append(f"{'class':<24}{'precision':>10}{'recall':>10}{'f1':>8}{'support':>9}")
+        for name, m in summary.per_class.items():
+            lines.append(
+                f"{name:<24}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}"
+                f"{m['support']:>9.0f}"
+            )
+        lines.append("")
     lines.append(f"baseline model: {summary.baseline_model_uri or 'none (first blessed run)'}")
     lines.append(f"blessed: {summary.blessed}")
     lines.append(f"pushed to: {summary.pushed_destination or 'not pushed'}")

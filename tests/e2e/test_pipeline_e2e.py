@@ -53,6 +53,13 @@ def test_first_run_is_blessed_and_pushes_a_saved_model(pipeline_runs, pushed_mod
     assert first.blessed is True
     assert first.baseline_model_uri is None
     assert first.metrics["sparse_categorical_accuracy"] >= 0.5  # the configured floor
+    assert first.metrics["top_k_accuracy"] >= first.metrics["sparse_categorical_accuracy"]
+    assert 0.0 <= first.metrics["expected_calibration_error"] < 0.5
+    assert len(first.per_class) == 10
+    assert sum(m["support"] for m in first.per_class.values()) == first.metrics["example_count"]
+    assert pushed_model.version_dir.name == "1"  # integer versions count up from 1
+    assert (pipeline_runs.serving_dir / "models.config").is_file()
+    assert (pushed_model.version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
     assert first.pushed_destination is not None
     assert (pushed_model.version_dir / "saved_model.pb").is_file()
     assert (pushed_model.version_dir / "variables").is_dir()
