@@ -1,0 +1,459 @@
+"""``tfx-image-pipeline``: the project's one command-line front door.
+
+    tfx-image-pipeline run [--config FILE] [--FIELD VALUE ...] [--dry-run]
+    tfx-image-pipeline compile --container-image IMAGE [--output spec.yaml|job.json] [--dry-run]
+    tfx-image-pipeline inspect [--output-dir DIR] [--last N] [--json]
+    tfx-image-pipeline defaults > my-config.yaml   # every field, documented, at its default
+    tfx-image-pipeline export-data --out DIR [--split train|test|all] [--per-class N]
+    tfx-image-pipeline serve ... / predict ...     (the serving package's own options)
+
+``python -m pipeline`` is the same command. Configuration is validated before TensorFlow
+is imported, so a bad value fails in about a second with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import textwrap
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# pipeline/__init__.py has set TF_USE_LEGACY_KERAS=1 before anything here imports TensorFlow.
+from pipeline.config import (
+    ConfigError,
+    PipelineConfig,
+    add_config_arguments,
+    check_local_paths,
+    config_from_args,
+)
+
+PROG = "tfx-image-pipeline"
+
+# Deprecation notices of Google client libraries (Python 3.10 support, grpcio, storage) that TFX
+# imports; they say nothing about this pipeline and bury its own messages on stderr.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # The pipeline, the compilation or a delegated command failed.
+EXIT_USAGE = 2  # Bad flags or configuration (argparse uses 2 as well).
+EXIT_INTERRUPTED = 130
+
+_EPILOG = f"""\
+examples:
+  {PROG} run --dry-run                          # resolved config + component graph
+  {PROG} run --epochs 5 --beam-preset multi-process --beam-num-workers 2
+  {PROG} run --config configs/local.yaml --output-dir /tmp/run1
+  {PROG} inspect --output-dir /tmp/run1
+  {PROG} compile --config configs/kubeflow.yaml --container-image IMAGE --output pipeline.yaml
+  {PROG} compile --config configs/kubeflow.yaml --container-image IMAGE --output vertex.json
+  {PROG} export-data --out /tmp/fmnist --split all
+  {PROG} defaults > my-config.yaml              # every field, documented, at its default
+
+Each subcommand has its own --help. Every configuration field is a YAML key of --config and
+a flag (--field-name); flags override the file, the file overrides the defaults.
+
+exit codes: 0 success; 1 the pipeline, the compilation or the command failed (one line on
+stderr names the failed component and where its log and artifacts are); 2 bad flags or
+configuration (the message names the field and what is allowed); 130 interrupted.
+"""
+
+
+class _UsageError(Exception):
+    """A usage error outside the configuration fields (e.g. a bad --output extension)."""
+
+
+class _CommandFailedError(Exception):
+    """The command could not do its work (exit code 1); the message is one line."""
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _build(build: Callable[[PipelineConfig], Any], config: PipelineConfig) -> Any:
+    """Builds the TFX pipeline; a failure (e.g. an unreadable data root) becomes one line."""
+    try:
+        return build(config)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - components validate their inputs at build time
+        raise _CommandFailedError(f"building the pipeline failed: {_one_line(err)}") from err
+
+
+def _error(command: str, message: str) -> None:
+    print(f"{PROG} {command}: {message}", file=sys.stderr)
+
+
+# --- run ---------------------------------------------------------------------------------
+
+
+def _graph(tfx_pipeline: Any) -> list[dict[str, Any]]:
+    """Component ids in pipeline order with the ids of their upstream components."""
+    return [
+        {"id": c.id, "upstream": sorted(n.id for n in c.upstream_nodes)}
+        for c in tfx_pipeline.components
+    ]
+
+
+def _print_yaml(document: dict[str, Any], comment: str) -> None:
+    print(f"# {comment}")
+    print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    check_local_paths(config)
+    if args.dry_run:
+        from pipeline.pipeline import create_pipeline
+
+        _print_yaml(
+            {"config": config.to_dict(), "components": _graph(_build(create_pipeline, config))},
+            "dry run of `run`: resolved configuration and component graph; nothing was run",
+        )
+        return EXIT_OK
+
+    from pipeline.local import PipelineRunError, run_locally
+    from pipeline.run_summary import format_summary
+
+    try:
+        summary = run_locally(config)
+    except PipelineRunError as err:
+        _error("run", f"pipeline failed: {err}")
+        return EXIT_FAILED
+    print(format_summary(summary))
+    return EXIT_OK
+
+
+# --- compile -----------------------------------------------------------------------------
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from pipeline import kubeflow
+
+    config = config_from_args(args)
+    kubeflow.check_compile_config(config)
+    output = args.output or kubeflow.default_output_path(config)
+    try:
+        spec_format = kubeflow.spec_format(output)
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
+    description = dict(kubeflow.SPEC_FORMATS.values())[spec_format]
+    if args.dry_run:
+        tfx_pipeline = _build(kubeflow.build_kubeflow_pipeline, config)
+        _print_yaml(
+            {
+                "config": config.to_dict(),
+                "components": _graph(tfx_pipeline),
+                "kubeflow": {
+                    "output": str(Path(output).resolve()),
+                    "format": description,
+                    "image": config.container_image,
+                    "trainer_resources": kubeflow.trainer_resources(config),
+                    "beam_pipeline_args": list(config.beam_pipeline_args),
+                },
+            },
+            "dry run of `compile`: resolved configuration and component graph; nothing written",
+        )
+        return EXIT_OK
+    try:
+        path = kubeflow.compile_pipeline(config, output)
+    except (ConfigError, _UsageError):
+        raise
+    except Exception as err:  # noqa: BLE001 - the TFX compiler raises many types
+        raise _CommandFailedError(f"compilation failed: {_one_line(err)}") from err
+    print(f"wrote {description} to {path}")
+    for note in kubeflow.local_path_notes(config):
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- inspect -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _ServedVersion:
+    version: str
+    path: str
+    modified_utc: str
+    pushed_by_run: str | None
+
+
+def _served_versions(config: PipelineConfig, pushed: dict[str, str]) -> list[_ServedVersion]:
+    model_dir = Path(config.model_serving_dir)
+    if "://" in config.serving_dir or not model_dir.is_dir():
+        return []
+    versions = sorted(
+        (p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    result = []
+    for path in versions:
+        stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
+        result.append(
+            _ServedVersion(
+                version=path.name,
+                path=str(path),
+                modified_utc=stamp.strftime("%Y-%m-%d %H:%M:%S"),
+                pushed_by_run=pushed.get(os.path.normpath(str(path))),
+            )
+        )
+    return result
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    config = config_from_args(args, validate=False)
+    if "://" in config.metadata_path or not os.path.isfile(config.metadata_path):
+        raise ConfigError(
+            f"metadata_path: no ML Metadata store at {config.metadata_path}; run the pipeline "
+            "first, or point --output-dir (or --metadata-path) at a finished run"
+        )
+    from pipeline.run_summary import format_summary, list_run_ids, open_store, summarize_run
+
+    store = open_store(config.metadata_path)
+    run_ids = list_run_ids(store)
+    if args.run_id:
+        if args.run_id not in run_ids:
+            raise _UsageError(f"--run-id: no run {args.run_id!r}; runs: {', '.join(run_ids)}")
+        run_ids = [args.run_id]
+    elif args.last:
+        run_ids = run_ids[-args.last :]
+    summaries = [summarize_run(store, config.pipeline_name, run_id) for run_id in run_ids]
+    pushed = {
+        os.path.normpath(s.pushed_destination): s.run_id for s in summaries if s.pushed_destination
+    }
+    versions = _served_versions(config, pushed)
+    if args.json:
+        document = {
+            "metadata_path": config.metadata_path,
+            "pipeline_name": config.pipeline_name,
+            "runs": [dataclasses.asdict(s) for s in summaries],
+            "serving_dir": config.model_serving_dir,
+            "served_versions": [dataclasses.asdict(v) for v in versions],
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    print(f"ML Metadata: {config.metadata_path} (pipeline {config.pipeline_name})")
+    print(f"{len(summaries)} run(s) shown, oldest first\n")
+    for summary in summaries:
+        print(format_summary(summary))
+        print()
+    print(f"Serving directory {config.model_serving_dir}:")
+    if not versions:
+        print("  no pushed versions")
+    for v in versions:
+        origin = (
+            f"pushed by run {v.pushed_by_run}" if v.pushed_by_run else "pushed by an earlier run"
+        )
+        latest = "  <- served (latest)" if v is versions[-1] else ""
+        print(f"  version {v.version}  {v.modified_utc} UTC  {origin}{latest}")
+    return EXIT_OK
+
+
+# --- defaults ----------------------------------------------------------------------------
+
+
+def defaults_yaml() -> str:
+    """Every configuration field at its default, each under its help text, as a YAML file."""
+    lines = [
+        "# Every field of pipeline/config.py at its default (`tfx-image-pipeline defaults`).",
+        "#   tfx-image-pipeline run --config THIS_FILE [--field-name VALUE ...]",
+        "# Relative paths are resolved against the current directory; empty pipeline_root,",
+        "# metadata_path and serving_dir are derived from output_dir.",
+        "",
+    ]
+    defaults = PipelineConfig()
+    for f in dataclasses.fields(PipelineConfig):
+        lines.extend("# " + line for line in textwrap.wrap(f.metadata["help"], 94))
+        if "choices" in f.metadata:
+            lines.append("# One of: " + ", ".join(f.metadata["choices"]))
+        value = {f.name: getattr(defaults, f.name)}
+        lines.append(yaml.safe_dump(value, default_flow_style=False, width=200).strip())
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _defaults(args: argparse.Namespace) -> int:
+    print(defaults_yaml(), end="")
+    return EXIT_OK
+
+
+# --- delegated subcommands ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _prog_name(name: str) -> Iterator[None]:
+    """Makes a delegated argparse parser print ``name`` in its usage line."""
+    saved = sys.argv[0] if sys.argv else ""
+    if sys.argv:
+        sys.argv[0] = name
+    else:
+        sys.argv.append(name)
+    try:
+        yield
+    finally:
+        sys.argv[0] = saved
+
+
+def _export_data(argv: list[str]) -> int:
+    from pipeline import data_export
+
+    with _prog_name(f"{PROG} export-data"):
+        return data_export.main(argv)
+
+
+def _serving_command(
+    command: str, module_name: str, add_arguments: str, run: str, argv: list[str]
+) -> int:
+    """Builds the parser from the serving package (imported only now) and runs it."""
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+        add: Callable[[argparse.ArgumentParser], None] = getattr(module, add_arguments)
+        handler: Callable[[argparse.Namespace], int | None] = getattr(module, run)
+    except (ImportError, AttributeError) as err:
+        _error(
+            command,
+            f"needs {module_name}.{add_arguments}/{run} from the serving package, which is not "
+            f"available here ({type(err).__name__}: {err})",
+        )
+        return EXIT_FAILED
+    parser = argparse.ArgumentParser(prog=f"{PROG} {command}", description=_HELP[command])
+    add(parser)
+    return int(handler(parser.parse_args(argv)) or 0)
+
+
+_HELP = {
+    "run": "Run the whole pipeline on this machine (LocalDagRunner, SQLite ML Metadata).",
+    "compile": (
+        "Compile the pipeline for Kubeflow Pipelines (.yaml: PipelineSpec) or Vertex AI "
+        "Pipelines (.json: PipelineJob). Only compiles: nothing runs and nothing is uploaded."
+    ),
+    "inspect": (
+        "Show past local runs from ML Metadata (component states and times, eval metrics, "
+        "blessing, pushed version) and the versions in the serving directory."
+    ),
+    "defaults": (
+        "Print every configuration field with its help text and default value as a YAML file "
+        "to start a --config from (configs/local.yaml is this output)."
+    ),
+    "export-data": (
+        "Export Fashion-MNIST (Debian package dataset-fashion-mnist) as class folders of PNGs."
+    ),
+    "serve": "Serve the pushed model (options come from serving.server; see serve --help).",
+    "predict": "Send images to a running server (options come from serving.client).",
+}
+
+_DELEGATED: dict[str, Callable[[list[str]], int]] = {
+    "export-data": _export_data,
+    "serve": lambda argv: _serving_command(
+        "serve", "serving.server", "add_serve_arguments", "run_serve", argv
+    ),
+    "predict": lambda argv: _serving_command(
+        "predict", "serving.client", "add_predict_arguments", "run_predict", argv
+    ),
+}
+
+
+# --- parser and entry point --------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with the run, compile and inspect subcommands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Image-classification TFX pipeline: run locally, compile for Kubeflow "
+        "Pipelines / Vertex AI, inspect runs, export data, serve and predict.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help=_HELP["run"], description=_HELP["run"])
+    add_config_arguments(run)
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Validate the configuration, print it (YAML) and the component graph, and stop.",
+    )
+    run.set_defaults(handler=_run)
+
+    compile_ = commands.add_parser("compile", help=_HELP["compile"], description=_HELP["compile"])
+    compile_.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Local file to write: .yaml/.yml (Kubeflow Pipelines PipelineSpec) or .json "
+        "(Vertex AI PipelineJob). Default: OUTPUT_DIR/kubeflow/PIPELINE_NAME.yaml.",
+    )
+    compile_.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Validate, print the configuration, component graph and Kubeflow settings, and "
+        "stop without writing the spec.",
+    )
+    add_config_arguments(compile_)
+    compile_.set_defaults(handler=_compile)
+
+    inspect = commands.add_parser("inspect", help=_HELP["inspect"], description=_HELP["inspect"])
+    inspect.add_argument("--run-id", help="Show only this run (default: every run).")
+    inspect.add_argument("--last", type=int, metavar="N", help="Show only the last N runs.")
+    inspect.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+    add_config_arguments(inspect)
+    inspect.set_defaults(handler=_inspect)
+
+    defaults = commands.add_parser(
+        "defaults", help=_HELP["defaults"], description=_HELP["defaults"]
+    )
+    defaults.set_defaults(handler=_defaults)
+
+    for name in _DELEGATED:
+        # Parsed by the delegate itself (see main); listed here for the top-level --help.
+        commands.add_parser(name, help=_HELP[name], add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; returns the process exit code (see ``--help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
+    try:
+        if command in _DELEGATED:
+            return _DELEGATED[command](argv[1:])
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # --help (0) or a usage error (2), already printed
+            return int(exit_.code or 0)
+        return args.handler(args)
+    except ConfigError as err:
+        _error(command, f"configuration error: {err}")
+        return EXIT_USAGE
+    except _UsageError as err:
+        _error(command, str(err))
+        return EXIT_USAGE
+    except _CommandFailedError as err:
+        _error(command, str(err))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error(command, "interrupted")
+        return EXIT_INTERRUPTED
+    except SystemExit as exit_:  # A delegate's argparse: --help (0) or a usage error (2).
+        if exit_.code is None or isinstance(exit_.code, int):
+            return int(exit_.code or 0)
+        _error(command, str(exit_.code))
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

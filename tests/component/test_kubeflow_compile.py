@@ -1,0 +1,177 @@
+"""Compiling for Kubeflow Pipelines / Vertex AI, checked with the kfp SDK of the pinned stack.
+
+Nothing here needs a cluster: the spec is compiled offline (``tfx-image-pipeline compile``),
+loaded with ``kfp.components.load_component_from_file`` and parsed strictly into the
+``PipelineSpec`` / ``PipelineJob`` protos of kfp-pipeline-spec. pipeline_root and serving_dir
+are gs:// URIs on a bucket that does not exist, so any upload at compile time would fail the
+compilation. The data root is the embedded sample: ImageExampleGen reads the top of the data
+root when the pipeline is built, so it must be readable where one compiles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf import json_format
+
+from pipeline.cli import main
+from pipeline.config import PipelineConfig, load_config
+from tests.conftest import SAMPLE_DIR
+
+IMAGE = "registry.example.com/team/tfx-image-pipeline:test-1"
+BUCKET = "gs://no-such-bucket-tfx-image-pipeline-test"
+BEAM_COMPONENTS = ("ImageExampleGen", "StatisticsGen", "Transform", "Evaluator")
+FLAGS = [
+    f"--container-image={IMAGE}",
+    f"--data-root={SAMPLE_DIR}",
+    f"--pipeline-root={BUCKET}/pipeline_root",
+    f"--serving-dir={BUCKET}/serving",
+    "--pipeline-name=kfp-compile-test",
+    "--trainer-cpu=3",
+    "--trainer-memory-gb=12.5",
+    "--epochs=7",
+    "--batch-size=16",
+    "--beam-preset=multi-process",
+    "--beam-num-workers=3",
+]
+EXPECTED_BEAM_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=3"]
+
+
+@pytest.fixture(scope="module")
+def config() -> PipelineConfig:
+    overrides = {}
+    for flag in FLAGS:
+        name, value = flag[2:].split("=", 1)
+        overrides[name.replace("-", "_")] = value
+    return load_config(overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, Path]:
+    """The same configuration compiled to YAML (Kubeflow) and JSON (Vertex AI)."""
+    out = tmp_path_factory.mktemp("kfp")
+    paths = {"yaml": out / "pipeline.yaml", "json": out / "vertex-job.json"}
+    for path in paths.values():
+        assert main(["compile", *FLAGS, f"--output={path}"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pipeline.yaml", "vertex-job.json"]
+    return paths
+
+
+@pytest.fixture(scope="module")
+def spec(compiled):
+    """The YAML output parsed strictly into kfp-pipeline-spec's PipelineSpec proto."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    document = yaml.safe_load(compiled["yaml"].read_text())
+    return json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec())
+
+
+@pytest.fixture(scope="module")
+def executors(spec) -> dict[str, Any]:
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    deployment = json_format.ParseDict(
+        json_format.MessageToDict(spec.deployment_spec),
+        pipeline_spec_pb2.PipelineDeploymentConfig(),
+    )
+    return dict(deployment.executors)
+
+
+def _task_parameter(spec, task: str, name: str) -> str:
+    value = spec.root.dag.tasks[task].inputs.parameters[name].runtime_value.constant_value
+    return getattr(value, value.WhichOneof("value"))
+
+
+def test_kfp_sdk_loads_the_yaml(compiled, config):
+    import kfp.components
+
+    component = kfp.components.load_component_from_file(str(compiled["yaml"]))
+    assert component.name == config.pipeline_name
+    assert component.pipeline_spec.root.dag.tasks, "the loaded pipeline has no tasks"
+
+
+def test_json_is_a_vertex_pipeline_job_with_the_same_spec(compiled, config, spec):
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    document = json.loads(compiled["json"].read_text())
+    job = json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
+    assert job.runtime_config.gcs_output_directory == config.pipeline_root
+    assert job.display_name == config.pipeline_name
+    job_spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    # The YAML also records the root in the spec (Kubeflow has no runtime config file).
+    assert spec.default_pipeline_root == config.pipeline_root
+    yaml_spec = pipeline_spec_pb2.PipelineSpec()
+    yaml_spec.CopyFrom(spec)
+    yaml_spec.ClearField("default_pipeline_root")
+    assert job_spec == yaml_spec
+
+
+def test_every_component_of_create_pipeline_is_a_task(spec, config):
+    from pipeline.pipeline import create_pipeline
+
+    tasks = set(spec.root.dag.tasks)
+    for component in create_pipeline(config).components:
+        # A Resolver becomes one task per resolved channel: "<id>-<channel>-resolver".
+        assert component.id in tasks or any(t.startswith(component.id + "-") for t in tasks), (
+            component.id,
+            sorted(tasks),
+        )
+
+
+def test_every_container_runs_the_configured_image(executors):
+    containers = {k: e.container for k, e in executors.items() if e.HasField("container")}
+    assert len(containers) >= 8
+    for label, container in containers.items():
+        assert container.image == IMAGE, label
+
+
+def test_beam_args_reach_the_beam_components(executors):
+    for component in BEAM_COMPONENTS:
+        args = list(executors[f"{component}_executor"].container.args)
+        for arg in EXPECTED_BEAM_ARGS:
+            assert arg in args, (component, args)
+    # The ExampleGen driver (a pre-cache-check hook) gets them as well.
+    driver = executors["ImageExampleGen_executor"].container.lifecycle.pre_cache_check
+    assert all(arg in driver.args for arg in EXPECTED_BEAM_ARGS)
+
+
+def test_trainer_custom_config_and_resources(spec, executors, config):
+    from pipeline.pipeline import TRAINER, create_pipeline
+
+    compiled_config = json.loads(_task_parameter(spec, TRAINER, "custom_config"))
+    assert compiled_config["epochs"] == 7
+    assert compiled_config["batch_size"] == 16
+    assert compiled_config["backbone"] == config.backbone
+    assert compiled_config["image_size"] == config.resolved_image_size
+    trainer = next(c for c in create_pipeline(config).components if c.id == TRAINER)
+    expected = trainer.exec_properties["custom_config"]
+    assert compiled_config == (json.loads(expected) if isinstance(expected, str) else expected)
+    resources = executors["Trainer_executor"].container.resources
+    assert (resources.cpu_limit, resources.memory_limit) == (3.0, 12.5)
+    # Only the Trainer gets limits.
+    assert not executors["Transform_executor"].container.HasField("resources")
+
+
+def test_code_is_referenced_by_name_not_uploaded(spec, config):
+    from pipeline.pipeline import PUSHER, RUN_FN, TRAINER, TRANSFORM
+
+    assert _task_parameter(spec, TRAINER, "run_fn") == RUN_FN
+    parameters = spec.root.dag.tasks[TRANSFORM].inputs.parameters
+    assert "module_file" not in parameters or not _task_parameter(spec, TRANSFORM, "module_file")
+    assert _task_parameter(spec, "ImageExampleGen", "input_base") == config.data_root
+    pusher_parameters = spec.root.dag.tasks[PUSHER].inputs.parameters
+    pusher_values = " ".join(str(_task_parameter(spec, PUSHER, n)) for n in pusher_parameters)
+    assert f"{BUCKET}/serving/image_classifier" in pusher_values
+
+
+def test_compiling_writes_nothing_under_a_local_pipeline_root(tmp_path):
+    root = tmp_path / "pipeline_root"
+    output = tmp_path / "spec" / "p.yaml"
+    flags = [f for f in FLAGS if not f.startswith("--pipeline-root")]
+    assert main(["compile", *flags, f"--pipeline-root={root}", f"--output={output}"]) == 0
+    assert output.is_file()
+    assert not root.exists(), f"compile wrote under pipeline_root: {list(root.rglob('*'))}"
