@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from components.image_example_gen.options import DATA_FORMATS, DEFAULT_MAX_IMAGE_PIXELS
 from trainer_module.backbone_specs import (
     BACKBONES,
     OPTIMIZERS,
@@ -74,6 +75,58 @@ class PipelineConfig:
     # --- Data ---
     eval_fraction: float = _field(
         0.2, "Fraction of images held out for evaluation, split by a hash of each image's path."
+    )
+    data_format: str = _field(
+        "auto",
+        "How DATA_ROOT is read: folders (a subfolder per class, optionally inside train/, "
+        "val/ and test/), manifest (see MANIFEST), tfrecord (tf.train.Example files), or auto "
+        "(manifest if MANIFEST is set, tfrecord if DATA_ROOT or its train/ holds *.tfrecord "
+        "files, else folders). See docs/data.md.",
+        choices=list(DATA_FORMATS),
+    )
+    use_split_folders: bool = _field(
+        True,
+        "Keep DATA_ROOT's train/, val|validation|eval/ and test/ folders as the train, eval "
+        "and test splits (without an eval folder, eval is taken from train/ by hash); false "
+        "pools them and splits everything by hash.",
+    )
+    test_fraction: float = _field(
+        0.0,
+        "Fraction of images in a hash-split test split (0: none; ignored when DATA_ROOT has a "
+        "test/ folder).",
+    )
+    manifest: str = _field(
+        "",
+        "CSV (or .tsv) file inside DATA_ROOT with a header row, listing image paths (relative "
+        "to the manifest) and labels; empty reads folders.",
+    )
+    manifest_path_column: str = _field("path", "Manifest column holding the image path.")
+    manifest_label_column: str = _field("label", "Manifest column holding the class name.")
+    tfrecord_image_feature: str = _field(
+        "image", "Feature of input TFRecord tf.train.Examples holding the encoded image."
+    )
+    tfrecord_label_feature: str = _field(
+        "label",
+        "Feature of input TFRecord tf.train.Examples holding the label: a class name, or an "
+        "integer index into LABELS_FILE.",
+    )
+    labels_file: str = _field(
+        "",
+        "Class names of integer TFRecord labels, one per line (line i names label i), relative "
+        "to DATA_ROOT (default: DATA_ROOT/labels.txt if it exists).",
+    )
+    max_image_pixels: int = _field(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "Images whose header declares more pixels (width x height) are skipped before "
+        "decoding (decompression-bomb guard; the default is Pillow's).",
+    )
+    max_bad_fraction: float = _field(
+        0.1,
+        "Largest fraction of bad input files (corrupt, unsupported, unreadable, bad manifest "
+        "rows) before ExampleGen fails the run; its ingestion report lists every skipped file.",
+    )
+    example_shard_mb: int = _field(
+        128, "Target size in MB of each TFRecord file of examples that ExampleGen writes."
     )
 
     # --- Model and training ---
@@ -136,6 +189,12 @@ class PipelineConfig:
     )
 
     top_k: int = _field(3, "k of the top-k accuracy the Evaluator reports.")
+
+    infra_check_timeout: int = _field(
+        300,
+        "Seconds the infra check waits for the candidate to load in a model server and "
+        "answer its warmup requests before it refuses to bless it.",
+    )
 
     # --- Serving directory ---
     keep_versions: int = _field(
@@ -285,7 +344,7 @@ def _validate(config: PipelineConfig) -> None:
         raise ConfigError(f"augment_zoom: must be in [0, 0.5), got {config.augment_zoom}")
     if not 0 <= config.augment_color <= 0.5:
         raise ConfigError(f"augment_color: must be in [0, 0.5], got {config.augment_color}")
-    for name in ("epochs", "batch_size", "top_k", "keep_versions"):
+    for name in ("epochs", "batch_size", "top_k", "keep_versions", "infra_check_timeout"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
     if config.early_stopping_patience < 0:

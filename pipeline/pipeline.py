@@ -8,6 +8,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.image_example_gen import ImageExampleGen
+from components.infra_check import InfraCheck
 from components.versioned_pusher import VersionedPusher
 from pipeline.config import PipelineConfig
 from trainer_module import features
@@ -27,6 +28,7 @@ TRANSFORM = "Transform"
 TRAINER = "Trainer"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
+INFRA_CHECK = "InfraCheck"
 PUSHER = "Pusher"
 
 
@@ -96,7 +98,22 @@ def create_pipeline(
     spec = config.backbone_spec
     image_size = config.resolved_image_size
 
-    example_gen = ImageExampleGen(input_base=config.data_root, eval_fraction=config.eval_fraction)
+    example_gen = ImageExampleGen(
+        input_base=config.data_root,
+        eval_fraction=config.eval_fraction,
+        test_fraction=config.test_fraction,
+        data_format=config.data_format,
+        use_split_folders=config.use_split_folders,
+        manifest=config.manifest,
+        manifest_path_column=config.manifest_path_column,
+        manifest_label_column=config.manifest_label_column,
+        tfrecord_image_feature=config.tfrecord_image_feature,
+        tfrecord_label_feature=config.tfrecord_label_feature,
+        labels_file=config.labels_file,
+        max_image_pixels=config.max_image_pixels,
+        max_bad_fraction=config.max_bad_fraction,
+        example_shard_mb=config.example_shard_mb,
+    )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
@@ -153,12 +170,20 @@ def create_pipeline(
         baseline_model=baseline_resolver.outputs["model"],
         eval_config=build_eval_config(config),
     )
+    # Loads the candidate in a model server and sends its warmup requests (InfraValidator
+    # semantics); the Pusher needs this blessing as well as the Evaluator's.
+    infra_check = InfraCheck(
+        model=trainer.outputs["model"],
+        model_name=config.model_name,
+        timeout_seconds=config.infra_check_timeout,
+    ).with_id(INFRA_CHECK)
     pusher = VersionedPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         model_dir=config.model_serving_dir,
         keep_versions=config.keep_versions,
         models_config_base_path=config.models_config_base_path,
+        infra_blessing=infra_check.outputs["blessing"],
     ).with_id(PUSHER)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
@@ -172,6 +197,7 @@ def create_pipeline(
             trainer,
             baseline_resolver,
             evaluator,
+            infra_check,
             pusher,
         ],
         enable_cache=config.enable_cache,

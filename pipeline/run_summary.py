@@ -34,6 +34,9 @@ class RunSummary:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     baseline_model_uri: str | None = None
     candidate_model_uri: str | None = None
+    infra_blessed: bool | None = None
+    infra_check_server: str | None = None  # which model server the infra check used
+    infra_check_message: str | None = None
     evaluation_uri: str | None = None
     transform_graph_uri: str | None = None
     # class name -> precision, recall, f1, support (from TFMA's confusion matrix)
@@ -128,7 +131,11 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
                 summary.candidate_model_uri = artifact.uri
         if event.type != metadata_store_pb2.Event.OUTPUT:
             continue
-        if key == "blessing":
+        if key == "blessing" and component_id == "InfraCheck":
+            summary.infra_blessed = bool(_property(artifact, "blessed"))
+            summary.infra_check_server = _property(artifact, "infra_check_server")
+            summary.infra_check_message = _property(artifact, "infra_check_message")
+        elif key == "blessing":
             summary.blessed = bool(_property(artifact, "blessed"))
         elif key == "evaluation":
             summary.evaluation_uri = artifact.uri
@@ -226,5 +233,10 @@ def format_summary(summary: RunSummary) -> str:
         lines.append("")
     lines.append(f"baseline model: {summary.baseline_model_uri or 'none (first blessed run)'}")
     lines.append(f"blessed: {summary.blessed}")
+    if summary.infra_blessed is not None:
+        lines.append(
+            f"infra check: {'passed' if summary.infra_blessed else 'FAILED'} "
+            f"({summary.infra_check_server}): {summary.infra_check_message}"
+        )
     lines.append(f"pushed to: {summary.pushed_destination or 'not pushed'}")
     return "\n".join(lines)

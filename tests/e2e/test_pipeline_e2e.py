@@ -24,6 +24,7 @@ ALL_COMPONENTS = {
     pipeline_ids.TRAINER,
     pipeline_ids.BASELINE_RESOLVER,
     pipeline_ids.EVALUATOR,
+    pipeline_ids.INFRA_CHECK,
     pipeline_ids.PUSHER,
 }
 
@@ -51,6 +52,9 @@ def test_every_component_executed_in_both_runs(pipeline_runs):
 def test_first_run_is_blessed_and_pushes_a_saved_model(pipeline_runs, pushed_model):
     first, _ = _summaries(pipeline_runs)
     assert first.blessed is True
+    assert first.infra_blessed is True
+    assert first.infra_check_server == "local_server"  # no TF Serving binary or Docker here
+    assert "infra check: passed (local_server)" in pipeline_runs.first_run_log
     assert first.baseline_model_uri is None
     assert first.metrics["sparse_categorical_accuracy"] >= 0.5  # the configured floor
     assert first.metrics["top_k_accuracy"] >= first.metrics["sparse_categorical_accuracy"]

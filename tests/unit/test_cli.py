@@ -309,6 +309,7 @@ def test_run_dry_run_prints_config_and_graph(capsys, out_dir):
         pipeline_module.TRAINER,
         pipeline_module.BASELINE_RESOLVER,
         pipeline_module.EVALUATOR,
+        pipeline_module.INFRA_CHECK,
         pipeline_module.PUSHER,
     }
     assert set(graph) == expected_ids
@@ -317,6 +318,7 @@ def test_run_dry_run_prints_config_and_graph(capsys, out_dir):
     assert set(graph[pipeline_module.PUSHER]) == {
         pipeline_module.TRAINER,
         pipeline_module.EVALUATOR,
+        pipeline_module.INFRA_CHECK,
     }
     # Every component comes after all of its upstream components.
     seen: set[str] = set()
@@ -447,6 +449,26 @@ def test_pipeline_failure_names_the_component_and_inspect_shows_it(capsys, tmp_p
     assert (
         code == 0 and "ImageExampleGen" in out and "FAILED" in out and "no pushed versions" in out
     )
+
+
+def test_data_problems_found_while_building_are_one_line_failures(capsys, tmp_path):
+    """ImageExampleGen reads the data root when the pipeline is built (e.g. for a dry run).
+
+    A URI is not checked by the configuration, so a missing one is first noticed there.
+    """
+    missing_uri = f"file://{tmp_path / 'missing'}"
+    for command in ("run", "compile"):
+        code, out, err = _run_cli(
+            capsys,
+            command,
+            f"--data-root={missing_uri}",
+            f"--output-dir={tmp_path / 'out'}",
+            "--container-image=x/y:1",
+            "--dry-run",
+        )
+        assert code == cli.EXIT_FAILED, err
+        assert out == ""
+        assert err.count("\n") == 1 and "building the pipeline failed" in err, err
 
 
 def test_inspect_without_a_store(capsys, tmp_path):

@@ -1,0 +1,246 @@
+"""InfraCheck executor: serve the candidate in a model server, replay its warmup requests.
+
+As TFX's InfraValidator: the model is loaded by a real model server (``tensorflow_model_server``
+on PATH, else the tensorflow/serving Docker image, else our local ``serving.server``), and
+requests are sent over gRPC. The InfraBlessing gets ``blessed`` = 1 or 0 and a marker file
+``INFRA_BLESSED`` / ``INFRA_NOT_BLESSED``, which TFX's Pusher (and VersionedPusher) read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from components.infra_check import checks, servers
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEY = "model"
+BLESSING_KEY = "blessing"
+MODEL_NAME_KEY = "model_name"
+TIMEOUT_SECONDS_KEY = "timeout_seconds"
+DEFAULT_TIMEOUT_SECONDS = 300
+
+# Custom properties of the InfraBlessing. ``blessed`` is TFX's (model_utils.is_infra_validated).
+BLESSED_PROPERTY = "blessed"
+SERVER_PROPERTY = "infra_check_server"
+MESSAGE_PROPERTY = "infra_check_message"
+REQUESTS_PROPERTY = "infra_check_requests"
+BLESSED_FILE = "INFRA_BLESSED"  # TFX InfraValidator's marker files.
+NOT_BLESSED_FILE = "INFRA_NOT_BLESSED"
+
+_STATUS_POLL_SECONDS = 0.25
+_MAX_RPC_SECONDS = 60.0
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    # Retry connecting quickly while the server starts (gRPC's default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    blessed: bool
+    server: str  # Which server ran (or was chosen, when the check stopped before starting it).
+    message: str  # One line.
+    requests: int  # Warmup requests answered with a valid response.
+
+
+class _Deadline:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+
+def _wait_until_available(
+    server: servers.RunningServer,
+    channel: grpc.Channel,
+    model_name: str,
+    deadline: _Deadline,
+) -> None:
+    """Polls ModelService.GetModelStatus until the staged version is AVAILABLE."""
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model_name
+    last = "no answer yet"
+    while True:
+        if not server.alive():
+            raise checks.InfraCheckError(
+                f"{server.exit_description()} (before version {checks.STAGED_VERSION} of "
+                f"{model_name} was AVAILABLE)"
+            )
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise checks.InfraCheckError(
+                f"version {checks.STAGED_VERSION} of {model_name} was not AVAILABLE in "
+                f"{server.kind} within timeout_seconds={deadline.seconds:g} (last: {last})"
+            )
+        try:
+            response = stub.GetModelStatus(request, timeout=min(5.0, max(remaining, 0.1)))
+        except grpc.RpcError as err:
+            last = checks.grpc_error_string(err)
+        else:
+            state, detail = checks.interpret_model_status(response, model_name)
+            if state == checks.AVAILABLE:
+                logger.info("InfraCheck: %s in %s", detail, server.kind)
+                return
+            if state == checks.FAILED:
+                raise checks.InfraCheckError(f"{detail} (in {server.kind})")
+            last = detail
+        time.sleep(min(_STATUS_POLL_SECONDS, deadline.remaining()))
+
+
+def run_infra_check(model_path: str, model_name: str, timeout_seconds: float) -> CheckResult:
+    """Serves the SavedModel at ``model_path`` as ``model_name`` and replays its warmup requests.
+
+    Returns the verdict; failures of the candidate or the environment never raise. The
+    server is always stopped and the staged copy removed.
+    """
+    checks.validate_model_name(model_name)
+    if timeout_seconds <= 0:
+        raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
+    deadline = _Deadline(timeout_seconds)
+    choice = servers.select_server()
+    logger.info("InfraCheck: model server %s (%s)", choice.kind, choice.reason)
+    try:
+        checks.check_saved_model(model_path)
+        requests = checks.read_warmup_requests(model_path)
+    except checks.InfraCheckError as failure:
+        return CheckResult(False, choice.kind, f"{failure} (no server started)", 0)
+
+    try:
+        work_dir = Path(tempfile.mkdtemp(prefix="infra-check-"))
+    except OSError as err:
+        return CheckResult(False, choice.kind, f"cannot create a temporary folder: {err}", 0)
+    server: servers.RunningServer | None = None
+    answered = 0
+    try:
+        try:
+            base_path = checks.stage_model(model_path, str(work_dir / "models"), model_name)
+        except (OSError, tf.errors.OpError) as err:
+            raise checks.InfraCheckError(f"cannot stage the candidate: {err}") from None
+        server = servers.start(choice, base_path, model_name, work_dir, deadline.remaining())
+        with grpc.insecure_channel(server.grpc_target, options=_CHANNEL_OPTIONS) as channel:
+            _wait_until_available(server, channel, model_name, deadline)
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            batch_sizes = []
+            num_classes = set()
+            for index, request in enumerate(requests, 1):
+                try:
+                    batch = checks.request_batch_size(request)
+                except checks.InfraCheckError as failure:
+                    raise checks.InfraCheckError(
+                        f"warmup request {index} of {len(requests)}: {failure}"
+                    ) from None
+                remaining = deadline.remaining()
+                if remaining <= 0:
+                    raise checks.InfraCheckError(
+                        f"timeout_seconds={timeout_seconds:g} ran out after {answered} of "
+                        f"{len(requests)} warmup requests"
+                    )
+                try:
+                    response = stub.Predict(
+                        checks.prepare_request(request, model_name),
+                        timeout=min(_MAX_RPC_SECONDS, remaining),
+                    )
+                except grpc.RpcError as err:
+                    raise checks.InfraCheckError(
+                        f"warmup request {index} of {len(requests)} (batch {batch}) failed in "
+                        f"{server.kind}: {checks.grpc_error_string(err)}"
+                    ) from None
+                try:
+                    num_classes.add(checks.validate_predict_response(response, batch))
+                except checks.InfraCheckError as failure:
+                    raise checks.InfraCheckError(
+                        f"warmup request {index} of {len(requests)} (batch {batch}): {failure}"
+                    ) from None
+                answered += 1
+                batch_sizes.append(batch)
+            if len(num_classes) != 1:
+                raise checks.InfraCheckError(
+                    f"responses disagree on the number of classes: {sorted(num_classes)}"
+                )
+        message = (
+            f"{server.kind} loaded version {checks.STAGED_VERSION} of {model_name} and answered "
+            f"{answered} warmup Predict requests (batch sizes {_summary(batch_sizes)}) with "
+            f"probabilities [batch, {num_classes.pop()}], class_id [batch], class_name [batch]"
+        )
+        return CheckResult(True, server.kind, checks.one_line(message), answered)
+    except checks.InfraCheckError as failure:
+        if server is not None:
+            logger.warning("InfraCheck: %s log (last lines):\n%s", server.kind, server.log_tail())
+        return CheckResult(False, choice.kind, str(failure), answered)
+    finally:
+        if server is not None:
+            server.stop()
+            logger.info("InfraCheck: %s stopped", server.kind)
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _summary(values: list[int], limit: int = 8) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def record_result(blessing: types.Artifact, result: CheckResult) -> None:
+    """Writes the verdict into the InfraBlessing as TFX's InfraValidator does, plus details."""
+    tf.io.gfile.makedirs(blessing.uri)
+    marker = BLESSED_FILE if result.blessed else NOT_BLESSED_FILE
+    with tf.io.gfile.GFile(os.path.join(blessing.uri, marker), "w") as f:
+        f.write("")
+    blessing.set_int_custom_property(BLESSED_PROPERTY, 1 if result.blessed else 0)
+    blessing.set_string_custom_property(SERVER_PROPERTY, result.server)
+    blessing.set_string_custom_property(MESSAGE_PROPERTY, result.message)
+    blessing.set_int_custom_property(REQUESTS_PROPERTY, result.requests)
+
+
+class Executor(base_executor.BaseExecutor):
+    """Blesses the model if a model server loads it and answers its warmup requests."""
+
+    def Do(  # noqa: N802 - TFX API
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+        blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
+        model_path = path_utils.serving_model_path(
+            model.uri, path_utils.is_old_model_artifact(model)
+        )
+        timeout = exec_properties.get(TIMEOUT_SECONDS_KEY)
+        result = run_infra_check(
+            model_path,
+            exec_properties[MODEL_NAME_KEY],
+            int(DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout),
+        )
+        record_result(blessing, result)
+        if result.blessed:
+            logger.info("InfraCheck: BLESSED by %s: %s", result.server, result.message)
+        else:
+            logger.warning("InfraCheck: NOT BLESSED (%s): %s", result.server, result.message)
