@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install run test test-fast lint format sample export-fashion-mnist constraints clean
+.PHONY: install run test test-fast lint format sample export-fashion-mnist constraints clean compile serve bench
 
 $(PY):
 	@test -n "$(PYTHON310)" || { echo "error: Python 3.10 not found; install it (e.g. pyenv install 3.10) or set PYTHON310=/path/to/python3.10" >&2; exit 1; }
@@ -32,6 +32,19 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## Compiles for Kubeflow Pipelines / Vertex AI: make compile ARGS="--container-image IMAGE"
+compile: install
+	$(PY) -m pipeline compile $(ARGS)
+
+## Serves the pushed model with the local TF Serving-compatible server (REST 8501, gRPC 8500).
+MODEL_DIR ?= outputs/serving/image_classifier
+serve: install
+	$(PY) -m pipeline serve --model-base-path $(MODEL_DIR) $(ARGS)
+
+## Runs the benchmarks that need no extra data; see BENCHMARKS.md for the others.
+bench: install
+	$(PY) -m bench.pipeline_run
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -53,7 +53,10 @@ class PipelineConfig:
     # --- Where things are ---
     pipeline_name: str = _field("image-classifier", "Name of the pipeline in MLMD and Kubeflow.")
     data_root: str = _field(
-        "data/sample", "Folder of images, one subfolder per class (the embedded sample by default)."
+        "data/sample",
+        "Input data: a folder with one subfolder of images per class (optionally inside "
+        "train/, val/, test/), a folder with a CSV/TSV manifest, or TFRecords of tf.Example; "
+        "see docs/data.md. Default: the embedded sample.",
     )
     output_dir: str = _field(
         "outputs",
@@ -74,7 +77,9 @@ class PipelineConfig:
 
     # --- Data ---
     eval_fraction: float = _field(
-        0.2, "Fraction of images held out for evaluation, split by a hash of each image's path."
+        0.2,
+        "Fraction of images held out for evaluation, split by a hash of each image's bytes "
+        "(byte-identical copies stay together; an image keeps its split as others come and go).",
     )
     data_format: str = _field(
         "auto",
@@ -355,6 +360,19 @@ def _validate(config: PipelineConfig) -> None:
         raise ConfigError(
             f"eval_fraction: must be between 0.01 and 0.5, got {config.eval_fraction}"
         )
+    if not 0.0 <= config.test_fraction <= 0.5:
+        raise ConfigError(f"test_fraction: must be between 0 and 0.5, got {config.test_fraction}")
+    if config.eval_fraction + config.test_fraction >= 0.9:
+        raise ConfigError(
+            "test_fraction: eval_fraction + test_fraction must leave images to train on"
+        )
+    if not 0.0 <= config.max_bad_fraction <= 1.0:
+        raise ConfigError(
+            f"max_bad_fraction: must be between 0 and 1, got {config.max_bad_fraction}"
+        )
+    for name in ("example_shard_mb", "max_image_pixels"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
     for name in ("accuracy_floor", "max_accuracy_drop"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:

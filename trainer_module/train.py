@@ -230,6 +230,21 @@ def run_fn(fn_args: FnArgs) -> None:
     state_dir = resume_dir(fn_args)
     phase1_weights = os.path.join(state_dir, "phase1_done.weights.h5")
 
+    def fit_phase(phase: str, learning_rate: float, epochs: int) -> None:
+        _compile(model, settings.optimizer, learning_rate)
+        history = model.fit(
+            train_dataset,
+            validation_data=eval_dataset,
+            epochs=epochs,
+            callbacks=_callbacks(
+                settings,
+                os.path.join(fn_args.model_run_dir, phase),
+                os.path.join(state_dir, phase),
+            ),
+            verbose=2,
+        )
+        logging.info("%s finished: %s", phase, {k: v[-1] for k, v in history.history.items()})
+
     if tf.io.gfile.exists(phase1_weights):
         logging.info("Resuming after phase 1 from %s", phase1_weights)
         model.load_weights(phase1_weights)
@@ -237,19 +252,7 @@ def run_fn(fn_args: FnArgs) -> None:
         # Phase 1: a new head on the frozen backbone; from scratch, the whole network.
         if pretrained:
             set_backbone_trainable(model, 0.0)
-        _compile(model, settings.optimizer, settings.learning_rate)
-        history = model.fit(
-            train_dataset,
-            validation_data=eval_dataset,
-            epochs=settings.epochs,
-            callbacks=_callbacks(
-                settings,
-                os.path.join(fn_args.model_run_dir, "phase1"),
-                os.path.join(state_dir, "phase1"),
-            ),
-            verbose=2,
-        )
-        logging.info("Phase 1 finished: %s", {k: v[-1] for k, v in history.history.items()})
+        fit_phase("phase1", settings.learning_rate, settings.epochs)
         tf.io.gfile.makedirs(state_dir)
         model.save_weights(phase1_weights)
 
@@ -257,19 +260,7 @@ def run_fn(fn_args: FnArgs) -> None:
         # Phase 2: unfreeze the top of the backbone at a lower learning rate.
         trainable = set_backbone_trainable(model, settings.fine_tune_fraction)
         logging.info("Phase 2: %d backbone layers trainable", trainable)
-        _compile(model, settings.optimizer, settings.fine_tune_learning_rate)
-        history = model.fit(
-            train_dataset,
-            validation_data=eval_dataset,
-            epochs=settings.fine_tune_epochs,
-            callbacks=_callbacks(
-                settings,
-                os.path.join(fn_args.model_run_dir, "phase2"),
-                os.path.join(state_dir, "phase2"),
-            ),
-            verbose=2,
-        )
-        logging.info("Phase 2 finished: %s", {k: v[-1] for k, v in history.history.items()})
+        fit_phase("phase2", settings.fine_tune_learning_rate, settings.fine_tune_epochs)
 
     export_serving_model(
         model,

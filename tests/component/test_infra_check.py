@@ -29,6 +29,7 @@ from tfx.utils import path_utils
 
 from components.infra_check import InfraCheck, checks, executor, servers
 from tests.conftest import REPO_ROOT
+from tests.tiny_model import save_tiny_model
 from trainer_module import features
 from trainer_module.export import WARMUP_DIR, WARMUP_FILE, write_warmup_requests
 
@@ -37,35 +38,6 @@ NUM_CLASSES = 4
 CLASS_NAMES = [f"class_{i}" for i in range(NUM_CLASSES)]
 NUM_IMAGES = 3  # Warmup: one request per image and one with all of them.
 TIMEOUT_SECONDS = 120
-
-
-class _TinyClassifier(tf.Module):
-    """Decodes each PNG (bad bytes fail like the real model) and favours class 1."""
-
-    def __init__(self):
-        super().__init__()
-        probabilities = np.full(NUM_CLASSES, 0.1 / (NUM_CLASSES - 1), np.float32)
-        probabilities[1] = 0.9
-        self.probabilities = tf.Variable(probabilities)
-        self.class_names = tf.constant(CLASS_NAMES)
-
-    @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT_KEY)]
-    )
-    def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        brightness = tf.map_fn(
-            lambda png: tf.reduce_mean(tf.cast(tf.io.decode_png(png, channels=1), tf.float32)),
-            images,
-            fn_output_signature=tf.float32,
-        )
-        batch = tf.shape(images)[0]
-        probabilities = tf.tile(self.probabilities[None], [batch, 1]) + 0.0 * brightness[:, None]
-        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        return {
-            features.PROBABILITIES_OUTPUT: probabilities,
-            features.CLASS_ID_OUTPUT: class_id,
-            features.CLASS_NAME_OUTPUT: tf.gather(self.class_names, class_id),
-        }
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +49,8 @@ def pngs(holdout_dir: Path) -> list[bytes]:
 @pytest.fixture(scope="module")
 def candidate(tmp_path_factory, pngs) -> Path:
     """The tiny SavedModel with warmup requests, to copy from."""
-    path = tmp_path_factory.mktemp("candidate") / "saved_model"
-    module = _TinyClassifier()
-    tf.saved_model.save(
-        module,
-        str(path),
-        signatures={features.SERVING_SIGNATURE: module.serve.get_concrete_function()},
+    path = save_tiny_model(
+        tmp_path_factory.mktemp("candidate") / "saved_model", NUM_CLASSES, favourite=1
     )
     write_warmup_requests(str(path), pngs)
     return path

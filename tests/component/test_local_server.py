@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 
 from serving import client
 from serving.server import LocalModelServer, start_server_subprocess
+from tests.tiny_model import save_tiny_model
 from trainer_module import features
 
 MODEL_NAME = "tiny"
@@ -39,48 +40,13 @@ MAX_REQUEST_BYTES = 1024 * 1024
 TIMEOUT = 20.0
 
 
-class _TinyClassifier(tf.Module):
-    """Decodes PNGs and returns probability 0.9 for class ``favourite``."""
-
-    def __init__(self, favourite: int):
-        super().__init__()
-        probabilities = np.full(NUM_CLASSES, 0.1 / (NUM_CLASSES - 1), np.float32)
-        probabilities[favourite] = 0.9
-        self.probabilities = tf.Variable(probabilities)
-        self.class_names = tf.constant(CLASS_NAMES)
-
-    @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT_KEY)]
-    )
-    def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        brightness = tf.map_fn(
-            lambda png: tf.reduce_mean(tf.cast(tf.io.decode_png(png, channels=1), tf.float32)),
-            images,
-            fn_output_signature=tf.float32,
-        )
-        batch = tf.shape(images)[0]
-        probabilities = tf.tile(self.probabilities[None], [batch, 1]) + 0.0 * brightness[:, None]
-        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        return {
-            features.PROBABILITIES_OUTPUT: probabilities,
-            features.CLASS_ID_OUTPUT: class_id,
-            features.CLASS_NAME_OUTPUT: tf.gather(self.class_names, class_id),
-        }
-
-
 @pytest.fixture(scope="module")
 def tiny_versions(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """SavedModels for versions 1 and 2 (favouring class 1 and class 2), to copy from."""
     root = tmp_path_factory.mktemp("tiny_templates")
     paths = {}
     for version in (1, 2):
-        module = _TinyClassifier(favourite=version)
-        paths[version] = root / str(version)
-        tf.saved_model.save(
-            module,
-            str(paths[version]),
-            signatures={features.SERVING_SIGNATURE: module.serve.get_concrete_function()},
-        )
+        paths[version] = save_tiny_model(root / str(version), NUM_CLASSES, favourite=version)
     return paths
 
 

@@ -64,6 +64,12 @@ def test_yaml_then_overrides(data_root, tmp_path):
         ({"max_accuracy_drop": -0.1}, "max_accuracy_drop"),
         ({"enable_cache": "maybe"}, "enable_cache"),
         ({"model_name": "my model"}, "model_name"),
+        ({"max_bad_fraction": 1.5}, "max_bad_fraction"),
+        ({"test_fraction": 0.7}, "test_fraction"),
+        ({"example_shard_mb": 0}, "example_shard_mb"),
+        ({"fine_tune_fraction": 0}, "fine_tune_fraction"),
+        ({"backbone_weights": "/nope/weights.h5"}, "backbone_weights"),
+        ({"resize_mode": "crop"}, "resize_mode"),
     ],
 )
 def test_invalid_values_name_the_field(data_root, overrides, field):
