@@ -65,9 +65,19 @@ def main() -> None:
     rows.append(
         f"| **whole run (process wall time)** | {min(walls):.1f} | {statistics.median(walls):.1f} |"
     )
+    from pipeline.config import PipelineConfig
+
+    defaults = PipelineConfig()
+    setup = (
+        f"{defaults.backbone} (weights: {defaults.backbone_weights}) at "
+        f"{defaults.resolved_image_size}x{defaults.resolved_image_size}, up to "
+        f"{defaults.epochs} + {defaults.fine_tune_epochs} fine-tuning epochs"
+    )
+    if args.extra:
+        setup += f", with flags {' '.join(args.extra)}"
     body = (
-        f"{args.runs} run(s) of the default pipeline on the embedded sample (500 images, "
-        f"small_cnn at 64x64, up to 15 epochs). Target: under 600 s.\n\n"
+        f"{args.runs} run(s) of the pipeline on the embedded sample (500 images; {setup}), "
+        f"as `make run` does. Target: under 600 s.\n\n"
         + "\n".join(rows)
         + f"\n\nEval accuracy (93 eval images): {', '.join(f'{a:.3f}' for a in accuracies)}\n"
     )

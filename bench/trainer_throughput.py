@@ -1,9 +1,12 @@
 """Trainer throughput: the TFX Trainer (``trainer_module.train.run_fn``) against plain Keras.
 
-    nice -n 10 .venv/bin/python -m bench.trainer_throughput [--presets small_cnn] [--repeats 3]
-    nice -n 10 .venv/bin/python -m bench.trainer_throughput --presets efficientnet_lite0 \
-        --repeats 2
+    nice -n 10 .venv/bin/python -m bench.trainer_throughput               # small_cnn, 3 repeats
+    nice -n 10 .venv/bin/python -m bench.trainer_throughput --presets efficientnet_lite0
     .venv/bin/python -m bench.trainer_throughput --smoke      # a few minutes, writes nothing
+
+Each configuration (PRESETS) takes up to about 20 minutes on 2 shared cores, so they run one
+command each; a run replaces its own subsection of the BENCHMARKS.md section and keeps the
+others (each subsection names the command and date that produced it).
 
 Both sides train the same network (``build_classifier``; see PRESETS for the backbone, input
 size, data size and epochs of each configuration; the other settings are the pipeline's
@@ -40,7 +43,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import datetime  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -53,7 +58,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import BENCHMARKS_MD, write_section  # noqa: E402
 from trainer_module.backbone_specs import get_backbone_spec  # noqa: E402  (no TensorFlow)
 
 SECTION = "Trainer throughput: TFX Trainer vs plain Keras"
@@ -80,6 +85,7 @@ class Preset:
     train_per_class: int
     eval_per_class: int
     epochs: int
+    repeats: int
     about: str
 
 
@@ -93,6 +99,7 @@ PRESETS = {
             train_per_class=200,
             eval_per_class=50,
             epochs=6,
+            repeats=3,
             about="the quick-run backbone at its default size (a cheap network: per-step and "
             "per-epoch overheads weigh most here)",
         ),
@@ -103,6 +110,7 @@ PRESETS = {
             train_per_class=16,
             eval_per_class=8,
             epochs=4,
+            repeats=2,
             about="the pipeline's default backbone, ImageNet weights, phase 1 (frozen backbone)",
         ),
     )
@@ -474,8 +482,10 @@ def _order(repeats: int) -> list[str]:
     return [side for pair in pairs for side in pair]
 
 
-def markdown(preset: Preset, settings: dict[str, Any], results: dict[str, list]) -> str:
-    """The part of the BENCHMARKS.md section for one preset."""
+def markdown(
+    preset: Preset, settings: dict[str, Any], results: dict[str, list], measured: str
+) -> str:
+    """The part of the BENCHMARKS.md section for one preset (a ``### `` subsection)."""
     steady = {s: [r["steady_images_per_s"] for r in results[s]] for s in SIDES}
     train_only = {s: [r["train_only_images_per_s"] for r in results[s]] for s in SIDES}
     first = {s: [r["first_epoch_seconds"] for r in results[s]] for s in SIDES}
@@ -494,7 +504,10 @@ def markdown(preset: Preset, settings: dict[str, Any], results: dict[str, list])
         else "random init"
     )
     lines = [
+        f"{_PRESET_MARK.format(preset.name)}",
         f"### {settings['backbone']} at {settings['image_size']}x{settings['image_size']}",
+        "",
+        f"Measured {measured}.",
         "",
         f"{preset.about[0].upper()}{preset.about[1:]}. {num_train} training / "
         f"{preset.eval_per_class * 10} eval images, {weights}, batch "
@@ -538,14 +551,38 @@ INTRO = (
     "`train.augment_batch`, `model.fit`. Steady state = training images x (epochs - 1) / wall "
     "time of epochs 2..N, validation and end-of-epoch callbacks included (epoch 1 holds graph "
     "building and the first decode); 'train only' leaves the validation passes out. Each "
-    "repeat is a fresh process; the sides alternate in ABBA order."
+    "repeat is a fresh process; the sides alternate in ABBA order. Each configuration below "
+    "is one run of the command it names (TFX and plain measured in that same run)."
 )
+
+
+_PRESET_MARK = "<!-- preset:{} -->"
+
+
+def kept_parts(run_now: list[str]) -> dict[str, str]:
+    """Subsections of presets not run now, from the section already in BENCHMARKS.md."""
+    if not BENCHMARKS_MD.exists():
+        return {}
+    text = BENCHMARKS_MD.read_text()
+    section = re.search(
+        rf"<!-- bench:{re.escape(SECTION)} -->(.*?)<!-- /bench:{re.escape(SECTION)} -->", text, re.S
+    )
+    if not section:
+        return {}
+    kept = {}
+    for match in re.finditer(
+        r"<!-- preset:(\w+) -->.*?(?=<!-- preset:|\Z)", section.group(1), re.S
+    ):
+        if match.group(1) in PRESETS and match.group(1) not in run_now:
+            kept[match.group(1)] = match.group(0).strip()
+    return kept
 
 
 def run_preset(preset: Preset, args: argparse.Namespace) -> tuple[dict[str, Any], dict]:
     """Prepares the artifacts, runs both sides ``args.repeats`` times; returns the figures."""
     epochs = args.epochs or preset.epochs
     settings = training_config(preset, epochs)
+    repeats = args.repeats or preset.repeats
     print(f"\n=== {preset.name} ===\nTrainer custom_config: {json.dumps(settings)}", flush=True)
     work = Path(args.work_dir) / preset.name
     work.mkdir(parents=True, exist_ok=True)
@@ -553,12 +590,12 @@ def run_preset(preset: Preset, args: argparse.Namespace) -> tuple[dict[str, Any]
     print("artifacts:", artifacts, flush=True)
 
     results: dict[str, list] = {side: [] for side in SIDES}
-    for index, side in enumerate(_order(args.repeats)):
+    for index, side in enumerate(_order(repeats)):
         run_dir = work / f"run{index}_{side}"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         job = {**artifacts, "settings": settings, "run_dir": str(run_dir)}
-        print(f"[{index + 1}/{2 * args.repeats}] {SIDE_NAMES[side]} ...", flush=True)
+        print(f"[{index + 1}/{2 * repeats}] {SIDE_NAMES[side]} ...", flush=True)
         result = run_worker(side, job, run_dir / "worker.log")
         results[side].append(result)
         print(
@@ -583,7 +620,9 @@ def main(argv: list[str] | None = None) -> None:
         default=["small_cnn"],
         help="configurations to compare (default: small_cnn)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="processes per side and preset")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="processes per side (default: the preset's)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the presets' epochs")
     parser.add_argument("--idx-dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--work-dir", default="/tmp/trainer_throughput")
@@ -604,23 +643,27 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.repeats, args.epochs = 1, 2
         presets = [dataclasses.replace(p, train_per_class=20, eval_per_class=5) for p in presets]
-    start = time.perf_counter()
-    parts = [INTRO]
+    flags = f"--presets {' '.join(args.presets)}"
+    if args.repeats:
+        flags += f" --repeats {args.repeats}"
+    if args.epochs:
+        flags += f" --epochs {args.epochs}"
+    command = f"nice -n 10 .venv/bin/python -m bench.trainer_throughput {flags}"
+    parts = {}
     for preset in presets:
+        start = time.perf_counter()
         settings, results = run_preset(preset, args)
-        parts.append(markdown(preset, settings, results))
-    minutes = (time.perf_counter() - start) / 60
-    body = "\n\n".join(parts) + f"\n\nWhole benchmark: {minutes:.1f} min wall time."
-    print("\n" + body, flush=True)
-    if not (args.smoke or args.no_write):
-        flags = f"--presets {' '.join(args.presets)} --repeats {args.repeats}"
-        if args.epochs:
-            flags += f" --epochs {args.epochs}"
-        write_section(
-            SECTION,
-            body,
-            command=f"nice -n 10 .venv/bin/python -m bench.trainer_throughput {flags}",
-        )
+        minutes = (time.perf_counter() - start) / 60
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        measured = f"{stamp} by `{command}` ({minutes:.1f} min for this part)"
+        parts[preset.name] = markdown(preset, settings, results, measured)
+        print("\n" + parts[preset.name], flush=True)
+    if args.smoke or args.no_write:
+        return
+    # Presets not run now keep their earlier subsection (each states when and how it was run).
+    parts.update({k: v for k, v in kept_parts(args.presets).items() if k not in parts})
+    body = "\n\n".join([INTRO, *(parts[name] for name in PRESETS if name in parts)])
+    write_section(SECTION, body, command=command)
 
 
 if __name__ == "__main__":
