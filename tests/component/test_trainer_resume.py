@@ -1,0 +1,188 @@
+"""A Trainer killed with SIGKILL resumes where it stopped when run again on the same inputs.
+
+``run_fn`` runs in fresh processes on tiny data: a real tf.Transform graph (analysed with
+tf.Transform's Beam API from our ``preprocessing_fn``), gzipped TFRecords written by the
+ExampleGen's codec, pretrained EfficientNet-Lite0 at 32 px with two short phases. A probe
+callback records each epoch a process starts and kills the process (SIGKILL, no clean-up)
+at a chosen epoch end. Every re-run gets a new ``model_run_dir``, as TFX gives each
+execution, beside the earlier ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CLASSES = ("bag", "sneaker", "trouser")
+IMAGES_PER_CLASS = 8
+
+# Runs run_fn with a probe appended to the training callbacks. argv: fn_args JSON, the
+# "phase epoch" at whose end to SIGKILL the process ("" for never), the probe's log file.
+_RUNNER = r"""
+import json, os, signal, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+from tfx.components.trainer.fn_args_utils import FnArgs
+from trainer_module import train
+
+fn_args, kill_at, probe_log = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+
+class Probe(tf.keras.callbacks.Callback):
+    def __init__(self, phase):
+        super().__init__()
+        self.phase = phase
+
+    def on_epoch_begin(self, epoch, logs=None):
+        with open(probe_log, "a") as log:
+            log.write(f"{self.phase} {epoch}\n")
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Appended after BackupAndRestore, so that epoch's backup is already written.
+        if f"{self.phase} {epoch}" == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+make_callbacks = train._callbacks
+train._callbacks = lambda settings, log_dir, backup_dir: make_callbacks(
+    settings, log_dir, backup_dir
+) + [Probe(os.path.basename(log_dir))]
+train.run_fn(FnArgs(**fn_args))
+"""
+
+
+def _write_tfrecord_gz(path: Path, records: list[bytes]) -> None:
+    """Gzipped TFRecords, as ExampleGen writes its splits."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+
+
+@pytest.fixture(scope="module")
+def trainer_inputs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> dict:
+    """Example files and a transform graph, as ExampleGen and Transform would hand them over."""
+    import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+    from components.image_example_gen.example_codec import serialize_example
+    from trainer_module import features
+    from trainer_module.backbone_specs import get_backbone_spec
+    from trainer_module.preprocessing import preprocessing_fn
+
+    root = tmp_path_factory.mktemp("trainer_inputs")
+    records, instances = [], []
+    for label in CLASSES:
+        for path in sorted((sample_dir / label).glob("*.png"))[:IMAGES_PER_CLASS]:
+            image = path.read_bytes()
+            records.append(serialize_example(image, "png", 28, 28, 1, label, path.name))
+            instances.append({features.IMAGE_KEY: [image], features.LABEL_KEY: [label.encode()]})
+    for split in ("train", "eval"):
+        (root / split).mkdir()
+        _write_tfrecord_gz(root / split / "data.gz", records)
+
+    spec = get_backbone_spec("efficientnet_lite0")
+    custom_config = {"image_size": 32, "resize_mode": "stretch", **spec.normalization}
+    feature_spec = {
+        features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+        features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
+    }
+    metadata = dataset_metadata.DatasetMetadata.from_feature_spec(feature_spec)
+    transform_dir = root / "transform_graph"
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tft_tmp")):
+        transform_fn = (
+            pipeline | beam.Create(instances),
+            metadata,
+        ) | tft_beam.AnalyzeDataset(functools.partial(preprocessing_fn, custom_config=custom_config))
+        _ = transform_fn | tft_beam.WriteTransformFn(str(transform_dir))
+    # The raw schema, which TFX's Transform writes beside the graph from SchemaGen's output.
+    metadata_io.write_metadata(metadata, str(transform_dir / "metadata"))
+    return {"root": root, "transform_dir": transform_dir}
+
+
+def _fn_args(inputs: dict, run: str) -> dict:
+    root = inputs["root"]
+    return {
+        "train_files": [str(root / "train" / "*.gz")],
+        "eval_files": [str(root / "eval" / "*.gz")],
+        "transform_output": str(inputs["transform_dir"]),
+        "serving_model_dir": str(root / "model" / run / "Format-Serving"),
+        "model_run_dir": str(root / "model_run" / run),
+        "custom_config": {
+            "backbone": "efficientnet_lite0",
+            "backbone_weights": "imagenet",
+            "image_size": 32,
+            "epochs": 2,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "optimizer": "adam",
+            "dropout": 0.2,
+            "fine_tune_epochs": 2,
+            "fine_tune_learning_rate": 1e-4,
+            "fine_tune_fraction": 0.3,
+            "augment_flip": True,
+            "augment_zoom": 0.1,
+            "augment_color": 0.0,
+            "early_stopping_patience": 0,
+            "seed": 7,
+        },
+    }
+
+
+def _run_trainer(inputs: dict, run: str, kill_at: str) -> tuple[int, list[str]]:
+    """Runs run_fn in a fresh process; returns its exit code and the epochs it started."""
+    probe_log = inputs["root"] / f"{run}.epochs"
+    result = subprocess.run(
+        [sys.executable, "-c", _RUNNER, json.dumps(_fn_args(inputs, run)), kill_at, probe_log],
+        cwd=Path(__file__).resolve().parents[2],
+        env=dict(os.environ, TF_USE_LEGACY_KERAS="1"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    epochs = probe_log.read_text().split("\n")[:-1] if probe_log.exists() else []
+    if result.returncode not in (0, -9):
+        pytest.fail(f"run_fn failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result.returncode, epochs
+
+
+def test_killed_trainer_resumes_mid_phase_and_after_phase_one(trainer_inputs, holdout_dir):
+    root = trainer_inputs["root"]
+    resume_root = root / "model_run" / "resume"
+
+    # Killed at the end of phase 1's first epoch: its backup is what a re-run finds.
+    code, epochs = _run_trainer(trainer_inputs, "run1", kill_at="phase1 0")
+    assert (code, epochs) == (-9, ["phase1 0"])
+    assert len(list(resume_root.iterdir())) == 1
+
+    # Resumes phase 1 at its second epoch; killed after phase 2's first epoch.
+    code, epochs = _run_trainer(trainer_inputs, "run2", kill_at="phase2 0")
+    assert (code, epochs) == (-9, ["phase1 1", "phase2 0"])
+    (state_dir,) = resume_root.iterdir()
+    assert (state_dir / "phase1_done.weights.h5").is_file()
+
+    # Skips phase 1 (its weights are loaded), resumes phase 2 at its second epoch, exports
+    # a servable model and removes the progress it no longer needs.
+    code, epochs = _run_trainer(trainer_inputs, "run3", kill_at="")
+    assert (code, epochs) == (0, ["phase2 1"])
+    model_dir = root / "model" / "run3" / "Format-Serving"
+    assert (model_dir / "saved_model.pb").is_file()
+    assert not state_dir.exists()
+
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    image = sorted((holdout_dir / "bag").glob("*.png"))[0].read_bytes()
+    names = serve(images=tf.constant([image]))["class_name"].numpy()
+    assert names[0].decode() in CLASSES
