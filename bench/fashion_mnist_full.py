@@ -1,4 +1,4 @@
-"""All 60,000 Fashion-MNIST training images through the whole pipeline; accuracy on the 10k test set.
+"""All 60,000 Fashion-MNIST training images through the pipeline; accuracy on the 10k test set.
 
     make export-fashion-mnist FASHION_MNIST_OUT=/tmp/fmnist     # OUT/train, OUT/test (70k PNGs)
     .venv/bin/python -m bench.fashion_mnist_full --data /tmp/fmnist --work /tmp/fmnist_full \\
@@ -164,9 +164,7 @@ def render(results: dict[str, dict[str, Any]], data: Path) -> str:
         f">= {TARGET_ACCURACY:.0%} for pretrained efficientnet_lite0, two-phase.",
         "",
         "| candidate | schedule | flags | **test accuracy** | eval accuracy (Evaluator) | "
-        "blessed / pushed | pipeline wall min | "
-        + " | ".join(f"{c} s" for c in components)
-        + " |",
+        "blessed / pushed | pipeline wall min | " + " | ".join(f"{c} s" for c in components) + " |",
         "|---|---|---|---:|---:|---|---:|" + "---:|" * len(components),
     ]
     for name, r in results.items():

@@ -101,10 +101,10 @@ def trainer_inputs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(feature_spec)
     transform_dir = root / "transform_graph"
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tft_tmp")):
-        transform_fn = (
-            pipeline | beam.Create(instances),
-            metadata,
-        ) | tft_beam.AnalyzeDataset(functools.partial(preprocessing_fn, custom_config=custom_config))
+        analyze = tft_beam.AnalyzeDataset(
+            functools.partial(preprocessing_fn, custom_config=custom_config)
+        )
+        transform_fn = (pipeline | beam.Create(instances), metadata) | analyze
         _ = transform_fn | tft_beam.WriteTransformFn(str(transform_dir))
     # The raw schema, which TFX's Transform writes beside the graph from SchemaGen's output.
     metadata_io.write_metadata(metadata, str(transform_dir / "metadata"))
