@@ -64,6 +64,12 @@ def image_paths(root: Path) -> list[str]:
     )
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished child processes."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def plain_loop(paths: list[str]) -> float:
     """Seconds to read and decode every file in one eager Python loop."""
     start = time.perf_counter()
@@ -123,9 +129,12 @@ def tiny_copy(root: Path, target: Path, per_class: int = 10) -> Path:
     return target
 
 
-def _row(name: str, rates: list[float], reference: list[float]) -> str:
+def _row(name: str, rates: list[float], reference: list[float], busy: list[float]) -> str:
     ratio = statistics.median(rates) / statistics.median(reference)
-    return f"| {name} | {min(rates):,.0f} | {statistics.median(rates):,.0f} | {ratio:.2f}x |"
+    return (
+        f"| {name} | {min(rates):,.0f} | {statistics.median(rates):,.0f} | {ratio:.2f}x | "
+        f"{statistics.median(busy):.2f} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,20 +158,33 @@ def main(argv: list[str] | None = None) -> int:
     n = len(paths)
     print(f"{n} images under {root}; {args.repeats} repeats", flush=True)
     results: dict[str, list[float]] = {"plain": [], "tf.data": [], "eg1": [], "eg2": []}
+    # Average busy cores of each run: CPU seconds (workers included) / wall seconds.
+    busy: dict[str, list[float]] = {key: [] for key in results}
+
+    def measure(key: str, run) -> float:
+        cpu_start = cpu_seconds()
+        seconds = run()
+        busy[key].append((cpu_seconds() - cpu_start) / seconds)
+        return seconds
+
     startup: dict[str, list[float]] = {"eg1": [], "eg2": []}
     with tempfile.TemporaryDirectory(prefix="eg-bench-") as tmp:
         work_dir = Path(tmp)
         tiny = tiny_copy(root, work_dir / "tiny")
         tf_data(paths[:1000])  # warm-up: file cache, tf.data and op start-up
         for repeat in range(args.repeats):
-            results["plain"].append(n / plain_loop(paths))
-            results["tf.data"].append(n / tf_data(paths))
-            seconds, ingested = example_gen(root, IN_PROCESS_ARGS, work_dir)
-            assert ingested == n, (ingested, n)
-            results["eg1"].append(n / seconds)
-            seconds, ingested = example_gen(root, TWO_WORKER_ARGS, work_dir)
-            assert ingested == n, (ingested, n)
-            results["eg2"].append(n / seconds)
+            results["plain"].append(n / measure("plain", lambda: plain_loop(paths)))
+            results["tf.data"].append(n / measure("tf.data", lambda: tf_data(paths)))
+            for key, beam_args in (("eg1", IN_PROCESS_ARGS), ("eg2", TWO_WORKER_ARGS)):
+                runs: list[int] = []
+
+                def run_example_gen(beam_args=beam_args, runs=runs) -> float:
+                    seconds, ingested = example_gen(root, beam_args, work_dir)
+                    runs.append(ingested)
+                    return seconds
+
+                results[key].append(n / measure(key, run_example_gen))
+                assert runs == [n], (runs, n)
             # Fixed cost: the same runs on 20 images (listing, Beam and worker start-up).
             startup["eg1"].append(example_gen(tiny, IN_PROCESS_ARGS, work_dir)[0])
             startup["eg2"].append(example_gen(tiny, TWO_WORKER_ARGS, work_dir)[0])
@@ -184,12 +206,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{n:,} Fashion-MNIST PNGs (28x28 grayscale, {root}), {args.repeats} interleaved "
             "runs each; images/s, min and median; ratio = median / median of the plain loop.",
             "",
-            "| Reader | min img/s | median img/s | vs plain loop |",
-            "|---|---:|---:|---:|",
-            _row("plain loop: tf.io.read_file + decode_image, eager, 1 thread", plain, plain),
-            _row("tf.data: read + decode, AUTOTUNE parallel (context)", results["tf.data"], plain),
-            _row("ImageExampleGen, DirectRunner in-process", results["eg1"], plain),
-            _row("ImageExampleGen, multi_processing, 2 workers", results["eg2"], plain),
+            "| Reader | min img/s | median img/s | vs plain loop | busy cores (median) |",
+            "|---|---:|---:|---:|---:|",
+            _row(
+                "plain loop: tf.io.read_file + decode_image, eager, 1 thread",
+                plain,
+                plain,
+                busy["plain"],
+            ),
+            _row(
+                "tf.data: read + decode, AUTOTUNE parallel (context)",
+                results["tf.data"],
+                plain,
+                busy["tf.data"],
+            ),
+            _row("ImageExampleGen, DirectRunner in-process", results["eg1"], plain, busy["eg1"]),
+            _row(
+                "ImageExampleGen, multi_processing, 2 workers", results["eg2"], plain, busy["eg2"]
+            ),
+            "",
+            "Busy cores = CPU seconds of the run (all threads, and the worker processes once "
+            f"they exit) / its wall seconds; this machine has {os.cpu_count()}.",
             "",
             "Fixed start-up cost, measured as the same run on 20 images (min..max): in-process "
             f"{min(startup['eg1']):.1f}..{max(startup['eg1']):.1f} s, 2 workers "

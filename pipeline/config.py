@@ -411,7 +411,7 @@ def _flag_name(arg: str) -> str:
     return arg.split("=", 1)[0]
 
 
-def _runner_of(args: list[str]) -> str:
+def beam_runner(args: list[str]) -> str:
     """The --runner value in Beam arguments ('' when none is given)."""
     for i, arg in enumerate(args):
         if arg.startswith("--runner="):
@@ -433,7 +433,7 @@ def resolve_beam_args(args: list[str], preset: str, num_workers: int) -> list[st
         )
     if preset == "none":
         return list(args)
-    runner = _runner_of(args)
+    runner = beam_runner(args)
     if runner and runner not in ("DirectRunner", "direct"):
         raise ConfigError(
             f"beam_preset: {preset!r} configures Beam's DirectRunner, but beam_pipeline_args "

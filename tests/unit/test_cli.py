@@ -417,6 +417,42 @@ def test_example_configs_load_and_their_beam_args_are_known_to_beam(name, caplog
     assert "Discarding unparseable args" not in caplog.text, caplog.text
 
 
+def test_direct_runner_components_skip_tfx_packaging_itself(tmp_path, monkeypatch):
+    """Without a dependency flag TFX builds an sdist of itself per Beam component."""
+    from tfx.dsl.components.base import base_beam_executor
+
+    from components.image_example_gen.executor import Executor
+    from pipeline.pipeline import LOCAL_WORKER_ENVIRONMENT, component_beam_args
+
+    local = component_beam_args(load_config())
+    assert local == [
+        *PipelineConfig().beam_pipeline_args,
+        "--sdk_container_image=" + (LOCAL_WORKER_ENVIRONMENT),
+    ]
+    kubeflow = component_beam_args(load_config(CONFIGS / "kubeflow.yaml"))
+    assert (
+        kubeflow[-1]
+        == "--sdk_container_image=" + load_config(CONFIGS / "kubeflow.yaml").container_image
+    )
+    # Arguments that already name the workers' dependencies, or another runner, stay as given.
+    for name in ("dataflow", "flink", "spark"):
+        config = load_config(CONFIGS / f"{name}.yaml")
+        assert component_beam_args(config) == config.beam_pipeline_args
+
+    # TFX's Beam executors take the local arguments as they are: no package is built.
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=local)
+    executor = Executor(context)
+    assert not any("extra_package" in a for a in executor._beam_pipeline_args)
+    assert list(tmp_path.iterdir()) == []
+    # The check is real: TFX does build one when no dependency flag is given.
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=list(PipelineConfig().beam_pipeline_args)
+    )
+    executor = Executor(context)
+    assert any(a.startswith("--extra_package=") for a in executor._beam_pipeline_args)
+
+
 # --- a real failure ------------------------------------------------------------------------
 
 
