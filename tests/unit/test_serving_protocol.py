@@ -1,4 +1,4 @@
-"""TF Serving's JSON <-> tensor rules as implemented by serving.server (no TensorFlow needed).
+"""TF Serving's JSON <-> tensor rules as implemented by serving.protocol (no TensorFlow needed).
 
 The expected messages and status codes are those of tensorflow_serving/util/json_tensor.cc,
 model_servers/http_rest_api_util.cc and model_servers/http_server.cc.
@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from serving.server import (
+from serving.protocol import (
     COLUMNAR_FORMAT,
     HTTP_STATUS_FOR_CODE,
     ROW_FORMAT,
