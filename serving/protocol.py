@@ -696,48 +696,43 @@ class VersionStatus:
 # ---------------------------------------------------------------------------------------------
 
 
+# TensorProto's typed value field for each dtype (tensor.proto); others go through TF.
+_PROTO_VALUE_FIELDS = {
+    "DT_FLOAT": "float_val",
+    "DT_DOUBLE": "double_val",
+    "DT_INT32": "int_val",
+    "DT_INT16": "int_val",
+    "DT_INT8": "int_val",
+    "DT_UINT8": "int_val",
+    "DT_UINT16": "int_val",
+    "DT_INT64": "int64_val",
+    "DT_UINT32": "uint32_val",
+    "DT_UINT64": "uint64_val",
+    "DT_BOOL": "bool_val",
+}
+
+
 def tensor_proto_from_array(array: np.ndarray):
     """A TensorProto with typed value fields, as TF Serving's AsProtoField writes outputs."""
     from tensorflow.core.framework import tensor_pb2, types_pb2
 
     array = np.asarray(array)
-    proto = tensor_pb2.TensorProto()
+    dtype = dtype_of_array(array)
+    name = dtype.name if dtype else ""
+    if name not in _PROTO_VALUE_FIELDS and name not in ("DT_STRING", "DT_HALF"):
+        import tensorflow as tf
+
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DataType.Value(name))
     for size in array.shape:
         proto.tensor_shape.dim.add().size = size
     flat = array.reshape(-1)
-    dtype = dtype_of_array(array)
-    name = dtype.name if dtype else ""
     if name == "DT_STRING":
-        proto.dtype = types_pb2.DT_STRING
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
-    elif name == "DT_FLOAT":
-        proto.dtype = types_pb2.DT_FLOAT
-        proto.float_val.extend(flat.tolist())
-    elif name == "DT_DOUBLE":
-        proto.dtype = types_pb2.DT_DOUBLE
-        proto.double_val.extend(flat.tolist())
-    elif name in ("DT_INT32", "DT_INT16", "DT_INT8", "DT_UINT8", "DT_UINT16"):
-        proto.dtype = types_pb2.DataType.Value(name)
-        proto.int_val.extend(flat.tolist())
-    elif name == "DT_INT64":
-        proto.dtype = types_pb2.DT_INT64
-        proto.int64_val.extend(flat.tolist())
-    elif name == "DT_UINT32":
-        proto.dtype = types_pb2.DT_UINT32
-        proto.uint32_val.extend(flat.tolist())
-    elif name == "DT_UINT64":
-        proto.dtype = types_pb2.DT_UINT64
-        proto.uint64_val.extend(flat.tolist())
-    elif name == "DT_BOOL":
-        proto.dtype = types_pb2.DT_BOOL
-        proto.bool_val.extend(flat.tolist())
     elif name == "DT_HALF":
-        proto.dtype = types_pb2.DT_HALF
-        proto.half_val.extend(flat.view(np.uint16).tolist())
+        proto.half_val.extend(flat.view(np.uint16).tolist())  # the float16 bit patterns
     else:
-        import tensorflow as tf
-
-        proto = tf.make_tensor_proto(array)
+        getattr(proto, _PROTO_VALUE_FIELDS[name]).extend(flat.tolist())
     return proto
 
 

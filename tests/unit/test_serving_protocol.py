@@ -19,12 +19,14 @@ from serving.protocol import (
     ServingError,
     TensorSpec,
     VersionStatus,
+    array_from_tensor_proto,
     decode_b64_object,
     model_status_json,
     parse_predict_request,
     parse_rest_route,
     predict_response_json,
     tensor_from_json,
+    tensor_proto_from_array,
     tensor_to_json,
 )
 from trainer_module import features
@@ -284,3 +286,29 @@ def test_model_status_json_matches_tf_serving_field_names():
         "state": "AVAILABLE",
         "status": {"error_code": "OK", "error_message": ""},
     }
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([[1.5, -2.0]], np.float32),
+        np.array([0.25], np.float64),
+        np.array([[1, -2], [3, 4]], np.int32),
+        np.array([-3], np.int8),
+        np.array([255], np.uint8),
+        np.array([2**40], np.int64),
+        np.array([2**33], np.uint64),
+        np.array([True, False]),
+        np.array([1.5, -0.5], np.float16),
+        np.array([b"png bytes", b""], object),
+        np.zeros((0, 3), np.float32),
+    ],
+    ids=lambda a: str(a.dtype),
+)
+def test_tensor_proto_round_trip_keeps_dtype_shape_and_values(array):
+    proto = tensor_proto_from_array(array)
+    assert not proto.tensor_content  # typed value fields, as TF Serving writes outputs
+    back = array_from_tensor_proto(proto)
+    assert back.shape == array.shape
+    assert back.dtype == array.dtype
+    assert back.tolist() == array.tolist()
