@@ -63,6 +63,20 @@ CANDIDATES = {
             "0.001), phase 2 the whole network with BatchNorm in inference mode (3 epochs at "
             "0.0001)",
         ),
+        # Added after the two runs above, before it ran: phase 2 of the first run still gained
+        # on eval at epoch 2, so one phase-1 epoch is traded for a larger input.
+        Candidate(
+            "efficientnet_lite0_112px",
+            (
+                "--backbone=efficientnet_lite0",
+                "--backbone-weights=imagenet",
+                "--image-size=112",
+                "--epochs=1",
+                "--fine-tune-epochs=3",
+                "--fine-tune-fraction=1.0",
+            ),
+            "as efficientnet_lite0 at 112 px, with 1 phase-1 epoch instead of 2",
+        ),
         Candidate(
             "small_cnn",
             ("--backbone=small_cnn", "--image-size=64", "--epochs=5", "--fine-tune-epochs=0"),
@@ -184,12 +198,14 @@ def render(results: dict[str, dict[str, Any]], data: Path) -> str:
         + ", ".join(f"{n} {r['measured']}" for n, r in results.items())
         + "."
     )
-    if "efficientnet_lite0" in results:
-        accuracy = results["efficientnet_lite0"]["test_accuracy"]
+    for name, r in results.items():
+        if not name.startswith("efficientnet_lite0"):
+            continue
+        accuracy = r["test_accuracy"]
         verdict = "met" if accuracy >= TARGET_ACCURACY else "not met"
         lines.append("")
         lines.append(
-            f"Target (test accuracy >= {TARGET_ACCURACY:.0%}): **{verdict}** "
+            f"Target (test accuracy >= {TARGET_ACCURACY:.0%}), {name}: **{verdict}** "
             f"({accuracy:.2%} on the 10,000 test images)."
         )
     return "\n".join(lines)
