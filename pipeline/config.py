@@ -407,7 +407,8 @@ def _validate(config: PipelineConfig) -> None:
             raise ConfigError(f"data_root: {config.data_root} is empty")
 
 
-def _flag_name(arg: str) -> str:
+def beam_flag_name(arg: str) -> str:
+    """'--flag' of a '--flag=value' or '--flag' Beam argument."""
     return arg.split("=", 1)[0]
 
 
@@ -419,6 +420,11 @@ def beam_runner(args: list[str]) -> str:
         if arg == "--runner" and i + 1 < len(args):
             return args[i + 1]
     return ""
+
+
+def uses_direct_runner(args: list[str]) -> bool:
+    """Whether Beam arguments run on Beam's DirectRunner (the default when none is named)."""
+    return beam_runner(args) in ("", "DirectRunner", "direct", "SwitchingDirectRunner")
 
 
 def resolve_beam_args(args: list[str], preset: str, num_workers: int) -> list[str]:
@@ -433,11 +439,10 @@ def resolve_beam_args(args: list[str], preset: str, num_workers: int) -> list[st
         )
     if preset == "none":
         return list(args)
-    runner = beam_runner(args)
-    if runner and runner not in ("DirectRunner", "direct"):
+    if not uses_direct_runner(args):
         raise ConfigError(
             f"beam_preset: {preset!r} configures Beam's DirectRunner, but beam_pipeline_args "
-            f"selects --runner={runner}; set beam_preset to 'none'"
+            f"selects --runner={beam_runner(args)}; set beam_preset to 'none'"
         )
     kept: list[str] = []
     skip_value = False
@@ -445,7 +450,7 @@ def resolve_beam_args(args: list[str], preset: str, num_workers: int) -> list[st
         if skip_value:
             skip_value = False
             continue
-        if _flag_name(arg) in _DIRECT_RUNNER_FLAGS:
+        if beam_flag_name(arg) in _DIRECT_RUNNER_FLAGS:
             skip_value = "=" not in arg  # The '--flag value' form: drop the value too.
             continue
         kept.append(arg)

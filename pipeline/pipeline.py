@@ -10,7 +10,7 @@ from tfx import v1 as tfx
 from components.image_example_gen import ImageExampleGen
 from components.infra_check import InfraCheck
 from components.versioned_pusher import VersionedPusher
-from pipeline.config import PipelineConfig, beam_runner
+from pipeline.config import PipelineConfig, beam_flag_name, uses_direct_runner
 from trainer_module import features
 
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
@@ -110,9 +110,9 @@ def component_beam_args(config: PipelineConfig) -> list[str]:
     the arguments as given (configs/dataflow.yaml names its worker image).
     """
     args = list(config.beam_pipeline_args)
-    if beam_runner(args) not in ("", "DirectRunner", "direct", "SwitchingDirectRunner"):
-        return args
-    if any(a.split("=", 1)[0] in _BEAM_DEPENDENCY_FLAGS for a in args):
+    if not uses_direct_runner(args) or any(
+        beam_flag_name(a) in _BEAM_DEPENDENCY_FLAGS for a in args
+    ):
         return args
     return [*args, f"--sdk_container_image={config.container_image or LOCAL_WORKER_ENVIRONMENT}"]
 
