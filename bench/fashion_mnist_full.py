@@ -92,7 +92,9 @@ def test_accuracy(saved_model_dir: str, test_root: Path) -> tuple[float, int, fl
     """(accuracy, image count, seconds) of ``serving_default`` on test_root/<class>/*.png."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+    from trainer_module import features
+
+    serve = tf.saved_model.load(saved_model_dir).signatures[features.SERVING_SIGNATURE]
     items = [
         (path, label.name)
         for label in sorted(test_root.iterdir())
@@ -105,7 +107,8 @@ def test_accuracy(saved_model_dir: str, test_root: Path) -> tuple[float, int, fl
     for begin in range(0, len(items), _TEST_BATCH):
         batch = items[begin : begin + _TEST_BATCH]
         images = tf.constant([path.read_bytes() for path, _ in batch])
-        names = serve(images=images)["class_name"].numpy()
+        outputs = serve(**{features.SERVING_INPUT_KEY: images})
+        names = outputs[features.CLASS_NAME_OUTPUT].numpy()
         correct += sum(n.decode() == label for n, (_, label) in zip(names, batch))
     return correct / len(items), len(items), time.perf_counter() - start
 

@@ -182,7 +182,10 @@ def test_killed_trainer_resumes_mid_phase_and_after_phase_one(trainer_inputs, ho
 
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    from trainer_module import features
+
+    serve = tf.saved_model.load(str(model_dir)).signatures[features.SERVING_SIGNATURE]
     image = sorted((holdout_dir / "bag").glob("*.png"))[0].read_bytes()
-    names = serve(images=tf.constant([image]))["class_name"].numpy()
+    outputs = serve(**{features.SERVING_INPUT_KEY: tf.constant([image])})
+    names = outputs[features.CLASS_NAME_OUTPUT].numpy()
     assert names[0].decode() in CLASSES
