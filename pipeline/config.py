@@ -23,6 +23,7 @@ import yaml
 from components.image_example_gen.options import DATA_FORMATS, DEFAULT_MAX_IMAGE_PIXELS
 from trainer_module.backbone_specs import (
     BACKBONES,
+    LEARNING_RATE_SCHEDULES,
     OPTIMIZERS,
     RESIZE_MODES,
     BackboneSpec,
@@ -163,6 +164,12 @@ class PipelineConfig:
     batch_size: int = _field(32, "Training batch size.")
     learning_rate: float = _field(1e-3, "Learning rate of phase 1.")
     optimizer: str = _field("adam", "Optimizer of both phases.", choices=list(OPTIMIZERS))
+    learning_rate_schedule: str = _field(
+        "constant",
+        "Learning rate over each phase: 'constant', or 'cosine' (decays from the phase's "
+        "learning rate to zero over its maximum epochs; early stopping may end it sooner).",
+        choices=list(LEARNING_RATE_SCHEDULES),
+    )
     dropout: float = _field(0.2, "Dropout rate before the classification layer (0..0.9).")
     fine_tune_epochs: int = _field(
         3,
@@ -324,7 +331,11 @@ def _validate(config: PipelineConfig) -> None:
         )
     if config.image_size < 0:
         raise ConfigError("image_size: must be 0 (backbone default) or a positive size")
-    for name, allowed in (("resize_mode", RESIZE_MODES), ("optimizer", OPTIMIZERS)):
+    for name, allowed in (
+        ("resize_mode", RESIZE_MODES),
+        ("optimizer", OPTIMIZERS),
+        ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
+    ):
         if getattr(config, name) not in allowed:
             raise ConfigError(
                 f"{name}: {getattr(config, name)!r} is not one of {', '.join(allowed)}"

@@ -179,6 +179,7 @@ def create_pipeline(
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
             "optimizer": config.optimizer,
+            "learning_rate_schedule": config.learning_rate_schedule,
             "dropout": config.dropout,
             "fine_tune_epochs": config.fine_tune_epochs,
             "fine_tune_learning_rate": config.fine_tune_learning_rate,

@@ -14,6 +14,8 @@ RGB = tuple[float, float, float]
 RESIZE_MODES = ("stretch", "pad")
 # Optimizers the Trainer builds by name.
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+# How each phase's learning rate moves over its epochs: held, or cosine-decayed to zero.
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)

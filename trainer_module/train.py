@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from typing import Any
@@ -43,6 +44,7 @@ class TrainingSettings:
     batch_size: int
     learning_rate: float
     optimizer: str
+    learning_rate_schedule: str
     dropout: float
     fine_tune_epochs: int
     fine_tune_learning_rate: float
@@ -111,12 +113,14 @@ def make_dataset(
     tft_output: tft.TFTransformOutput,
     settings: TrainingSettings,
     training: bool,
+    num_examples: int | None = None,
 ) -> tf.data.Dataset:
     """Raw tf.Example files -> batches of (normalized image, label id).
 
     The tf.Transform graph runs inside the input pipeline (batched and in parallel), so
     images are decoded once per epoch, or once in total when the decoded set fits in memory.
-    Augmentation runs after the cache, on training batches only.
+    Augmentation runs after the cache, on training batches only. ``num_examples`` saves a
+    count of the files when the caller has one.
     """
     raw_spec = tft_output.raw_feature_spec()
     spec = {key: raw_spec[key] for key in (features.IMAGE_KEY, features.LABEL_KEY)}
@@ -129,7 +133,8 @@ def make_dataset(
             transformed[features.TRANSFORMED_LABEL_KEY],
         )
 
-    num_examples = count_examples(file_patterns)
+    if num_examples is None:
+        num_examples = count_examples(file_patterns)
     size = settings.image_size
     dataset = _record_dataset(file_patterns).batch(_PARSE_BATCH)
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
@@ -156,7 +161,26 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
+def phase_learning_rate(
+    schedule: str, learning_rate: float, epochs: int, steps_per_epoch: int
+) -> float | tf.keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate of one phase: held, or cosine-decayed to zero over its epochs.
+
+    The schedule runs on the optimizer's step counter, which BackupAndRestore saves, so a
+    resumed phase continues the decay where the killed one stopped.
+    """
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "cosine":
+        return tf.keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(1, epochs * steps_per_epoch)
+        )
+    raise ValueError(f"learning_rate_schedule: unknown schedule {schedule!r}")
+
+
+def _optimizer(
+    name: str, learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule
+) -> tf.keras.optimizers.Optimizer:
     if name == "sgd":
         return tf.keras.optimizers.SGD(learning_rate, momentum=0.9)
     if name == "rmsprop":
@@ -164,7 +188,11 @@ def _optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer
     return tf.keras.optimizers.Adam(learning_rate)
 
 
-def _compile(model: tf.keras.Model, optimizer: str, learning_rate: float) -> None:
+def _compile(
+    model: tf.keras.Model,
+    optimizer: str,
+    learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule,
+) -> None:
     model.compile(
         optimizer=_optimizer(optimizer, learning_rate),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(),
@@ -218,7 +246,11 @@ def run_fn(fn_args: FnArgs) -> None:
     tf.keras.utils.set_random_seed(settings.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY_NAME)
-    train_dataset = make_dataset(fn_args.train_files, tft_output, settings, training=True)
+    train_count = count_examples(fn_args.train_files)
+    steps_per_epoch = math.ceil(train_count / settings.batch_size)
+    train_dataset = make_dataset(
+        fn_args.train_files, tft_output, settings, training=True, num_examples=train_count
+    )
     eval_dataset = make_dataset(fn_args.eval_files, tft_output, settings, training=False)
 
     spec = get_backbone_spec(settings.backbone)
@@ -231,7 +263,10 @@ def run_fn(fn_args: FnArgs) -> None:
     phase1_weights = os.path.join(state_dir, "phase1_done.weights.h5")
 
     def fit_phase(phase: str, learning_rate: float, epochs: int) -> None:
-        _compile(model, settings.optimizer, learning_rate)
+        schedule = phase_learning_rate(
+            settings.learning_rate_schedule, learning_rate, epochs, steps_per_epoch
+        )
+        _compile(model, settings.optimizer, schedule)
         history = model.fit(
             train_dataset,
             validation_data=eval_dataset,

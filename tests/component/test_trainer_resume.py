@@ -127,6 +127,7 @@ def _fn_args(inputs: dict, run: str) -> dict:
             "batch_size": 8,
             "learning_rate": 1e-3,
             "optimizer": "adam",
+            "learning_rate_schedule": "cosine",
             "dropout": 0.2,
             "fine_tune_epochs": 2,
             "fine_tune_learning_rate": 1e-4,

@@ -15,7 +15,7 @@ from trainer_module.models import (
     build_classifier,
     set_backbone_trainable,
 )
-from trainer_module.train import augment_batch
+from trainer_module.train import augment_batch, phase_learning_rate
 
 
 def test_every_backbone_builds_without_weights_and_classifies():
@@ -98,3 +98,16 @@ def test_caffe_style_normalization_reorders_to_bgr_and_subtracts_means():
     rgb = tf.constant([[[[10.0, 20.0, 30.0]]]])
     out = normalize(rgb, spec.input_mean, spec.input_std, spec.bgr).numpy()
     np.testing.assert_allclose(out[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-5)
+
+
+def test_constant_schedule_holds_the_phase_learning_rate():
+    assert phase_learning_rate("constant", 1e-3, epochs=3, steps_per_epoch=10) == 1e-3
+
+
+def test_cosine_schedule_decays_from_the_phase_rate_to_zero_over_its_epochs():
+    schedule = phase_learning_rate("cosine", 1e-3, epochs=4, steps_per_epoch=25)
+    values = [float(schedule(step)) for step in (0, 50, 100, 150)]
+    np.testing.assert_allclose(values[:3], [1e-3, 5e-4, 0.0], atol=1e-9)
+    assert values[3] == 0.0  # Steps past the budget stay at zero.
+    with pytest.raises(ValueError, match="learning_rate_schedule"):
+        phase_learning_rate("step", 1e-3, epochs=1, steps_per_epoch=1)
