@@ -111,3 +111,51 @@ def test_cosine_schedule_decays_from_the_phase_rate_to_zero_over_its_epochs():
     assert values[3] == 0.0  # Steps past the budget stay at zero.
     with pytest.raises(ValueError, match="learning_rate_schedule"):
         phase_learning_rate("step", 1e-3, epochs=1, steps_per_epoch=1)
+
+
+def test_a_resumed_phase_continues_the_decay_where_the_killed_one_stopped(tmp_path):
+    """BackupAndRestore saves the optimizer's step counter, which the schedule runs on."""
+
+    class KilledError(Exception):
+        pass
+
+    class KillAfterSecondEpoch(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KilledError
+
+    class StepAtStart(tf.keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.step = int(self.model.optimizer.iterations.numpy())
+
+    def compiled_model() -> tf.keras.Model:
+        model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
+        schedule = phase_learning_rate("cosine", 1e-2, epochs=4, steps_per_epoch=5)
+        model.compile(tf.keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
+        return model
+
+    x = np.random.default_rng(0).random((20, 3), dtype=np.float32)
+    y = np.arange(20) % 2
+    backup = str(tmp_path / "backup")
+    with pytest.raises(KilledError):
+        compiled_model().fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=4,
+            callbacks=[tf.keras.callbacks.BackupAndRestore(backup), KillAfterSecondEpoch()],
+            verbose=0,
+        )
+    resumed, probe = compiled_model(), StepAtStart()
+    resumed.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=4,
+        callbacks=[tf.keras.callbacks.BackupAndRestore(backup), probe],
+        verbose=0,
+    )
+    assert probe.step == 10  # Two of four epochs of five steps were done before the kill.
+    assert int(resumed.optimizer.iterations.numpy()) == 20
+    # The last update ran at step 19 of 20: under 1% of the starting rate.
+    assert float(resumed.optimizer.learning_rate) < 1e-2 * 0.01
