@@ -32,6 +32,9 @@ _MAX_CACHE_BYTES = 2 * 1024**3
 _PARSE_BATCH = 256
 _WARMUP_IMAGES = 8
 
+# What Keras optimizers take as a learning rate: a number, or a schedule of the step count.
+LearningRate = float | tf.keras.optimizers.schedules.LearningRateSchedule
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
@@ -163,7 +166,7 @@ def make_dataset(
 
 def phase_learning_rate(
     schedule: str, learning_rate: float, epochs: int, steps_per_epoch: int
-) -> float | tf.keras.optimizers.schedules.LearningRateSchedule:
+) -> LearningRate:
     """The learning rate of one phase: held, or cosine-decayed to zero over its epochs.
 
     The schedule runs on the optimizer's step counter, which BackupAndRestore saves, so a
@@ -178,9 +181,7 @@ def phase_learning_rate(
     raise ValueError(f"learning_rate_schedule: unknown schedule {schedule!r}")
 
 
-def _optimizer(
-    name: str, learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule
-) -> tf.keras.optimizers.Optimizer:
+def _optimizer(name: str, learning_rate: LearningRate) -> tf.keras.optimizers.Optimizer:
     if name == "sgd":
         return tf.keras.optimizers.SGD(learning_rate, momentum=0.9)
     if name == "rmsprop":
@@ -188,11 +189,7 @@ def _optimizer(
     return tf.keras.optimizers.Adam(learning_rate)
 
 
-def _compile(
-    model: tf.keras.Model,
-    optimizer: str,
-    learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule,
-) -> None:
+def _compile(model: tf.keras.Model, optimizer: str, learning_rate: LearningRate) -> None:
     model.compile(
         optimizer=_optimizer(optimizer, learning_rate),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(),
