@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,6 +36,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTION = "Fashion-MNIST 60k through the pipeline"
 TARGET_ACCURACY = 0.93
 _TEST_BATCH = 250
+# One line per epoch from Keras fit(verbose=2) in the Trainer's log.
+_EPOCH_LINE = re.compile(r"val_accuracy: ([0-9.]+) - ([0-9]+)s/epoch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +134,12 @@ def test_accuracy(saved_model_dir: str, test_root: Path) -> tuple[float, int, fl
     return correct / len(items), len(items), time.perf_counter() - start
 
 
+def epoch_history(log_path: Path) -> list[tuple[int, float]]:
+    """(seconds, eval accuracy) of every training epoch, both phases, from a run's log."""
+    text = log_path.read_text(errors="replace")
+    return [(int(seconds), float(accuracy)) for accuracy, seconds in _EPOCH_LINE.findall(text)]
+
+
 def run_candidate(candidate: Candidate, data: Path, work: Path) -> dict[str, Any]:
     """Runs the pipeline for ``candidate`` and measures its model on the test folder."""
     from pipeline.run_summary import open_store, summarize_run
@@ -146,6 +155,7 @@ def run_candidate(candidate: Candidate, data: Path, work: Path) -> dict[str, Any
     log_path = work / f"{candidate.name}.log"
     work.mkdir(parents=True, exist_ok=True)
     print(f"[{candidate.name}] {' '.join(command[1:])}  (log: {log_path})", flush=True)
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     with log_path.open("w") as log:
         subprocess.run(
@@ -167,6 +177,8 @@ def run_candidate(candidate: Candidate, data: Path, work: Path) -> dict[str, Any
         "wall_s": wall,
         "components": {c.component_id: [c.state, c.seconds] for c in summary.components},
         "eval_accuracy": summary.metrics.get("sparse_categorical_accuracy"),
+        "epochs": epoch_history(log_path),
+        "load_average": [load_before, os.getloadavg()[0]],
         "test_accuracy": accuracy,
         "test_images": count,
         "test_seconds": test_seconds,
@@ -220,6 +232,20 @@ def render(results: dict[str, dict[str, Any]], data: Path) -> str:
         + "."
     )
     for name, r in results.items():
+        if r.get("epochs"):
+            lines.append("")
+            lines.append(
+                f"{name}, eval accuracy after each epoch (seconds): "
+                + ", ".join(f"{accuracy:.4f} ({seconds} s)" for seconds, accuracy in r["epochs"])
+                + "; early stopping restores the best."
+            )
+        if "load_average" in r:
+            lines.append(
+                f"{name}, 1-minute load average on 2 cores at its start and end: "
+                + " and ".join(f"{load:.1f}" for load in r["load_average"])
+                + "."
+            )
+    for name, r in results.items():
         if not name.startswith("efficientnet_lite0"):
             continue
         accuracy = r["test_accuracy"]
@@ -238,7 +264,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="export with train/ and test/")
     parser.add_argument("--work", type=Path, required=True, help="pipeline output folder")
     parser.add_argument(
-        "--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES)
+        "--candidates",
+        nargs="*",
+        choices=list(CANDIDATES),
+        default=list(CANDIDATES),
+        help="candidates to run; none re-renders the section from WORK/results.json",
     )
     args = parser.parse_args()
     for split in ("train", "test"):
@@ -250,6 +280,12 @@ def main() -> None:
     for name in args.candidates:
         results[name] = run_candidate(CANDIDATES[name], args.data, args.work)
         results_path.write_text(json.dumps(results, indent=1))
+    for name, result in results.items():
+        # Results from before the history was recorded: read it from their logs.
+        log_path = args.work / f"{name}.log"
+        if "epochs" not in result and log_path.exists():
+            result["epochs"] = epoch_history(log_path)
+    results_path.write_text(json.dumps(results, indent=1))
     body = render(results, args.data)
     print(body)
     write_section(
