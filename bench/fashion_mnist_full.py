@@ -98,6 +98,23 @@ CANDIDATES = {
             "as efficientnet_lite0 with 1 phase-1 epoch (cosine from 0.001) and 5 phase-2 "
             "epochs, the rate cosine-decayed from 0.0002 to zero",
         ),
+        # The same budget with another training seed (shuffle order, augmentation, head
+        # initialisation; the splits do not depend on it): how much one run's figure moves.
+        Candidate(
+            "efficientnet_lite0_cosine_seed2",
+            (
+                "--backbone=efficientnet_lite0",
+                "--backbone-weights=imagenet",
+                "--image-size=96",
+                "--epochs=1",
+                "--fine-tune-epochs=5",
+                "--fine-tune-fraction=1.0",
+                "--fine-tune-learning-rate=0.0002",
+                "--learning-rate-schedule=cosine",
+                "--seed=2",
+            ),
+            "as efficientnet_lite0_cosine with training seed 2",
+        ),
         Candidate(
             "small_cnn",
             ("--backbone=small_cnn", "--image-size=64", "--epochs=5", "--fine-tune-epochs=0"),
