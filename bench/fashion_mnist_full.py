@@ -49,6 +49,17 @@ class Candidate:
     about: str
 
 
+# The efficientnet_lite0 budget with 5 cosine-decayed phase-2 epochs, shared by its seeds.
+_COSINE_FLAGS = (
+    "--backbone=efficientnet_lite0",
+    "--backbone-weights=imagenet",
+    "--image-size=96",
+    "--epochs=1",
+    "--fine-tune-epochs=5",
+    "--fine-tune-fraction=1.0",
+    "--fine-tune-learning-rate=0.0002",
+    "--learning-rate-schedule=cosine",
+)
 CANDIDATES = {
     c.name: c
     for c in (
@@ -85,16 +96,7 @@ CANDIDATES = {
         # accuracy was still rising, so phase 2 gets more epochs and a decaying rate.
         Candidate(
             "efficientnet_lite0_cosine",
-            (
-                "--backbone=efficientnet_lite0",
-                "--backbone-weights=imagenet",
-                "--image-size=96",
-                "--epochs=1",
-                "--fine-tune-epochs=5",
-                "--fine-tune-fraction=1.0",
-                "--fine-tune-learning-rate=0.0002",
-                "--learning-rate-schedule=cosine",
-            ),
+            _COSINE_FLAGS,
             "as efficientnet_lite0 with 1 phase-1 epoch (cosine from 0.001) and 5 phase-2 "
             "epochs, the rate cosine-decayed from 0.0002 to zero",
         ),
@@ -102,17 +104,7 @@ CANDIDATES = {
         # initialisation; the splits do not depend on it): how much one run's figure moves.
         Candidate(
             "efficientnet_lite0_cosine_seed2",
-            (
-                "--backbone=efficientnet_lite0",
-                "--backbone-weights=imagenet",
-                "--image-size=96",
-                "--epochs=1",
-                "--fine-tune-epochs=5",
-                "--fine-tune-fraction=1.0",
-                "--fine-tune-learning-rate=0.0002",
-                "--learning-rate-schedule=cosine",
-                "--seed=2",
-            ),
+            (*_COSINE_FLAGS, "--seed=2"),
             "as efficientnet_lite0_cosine with training seed 2",
         ),
         Candidate(
