@@ -32,7 +32,8 @@ class RunSummary:
     blessed: bool | None = None
     pushed_destination: str | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    baseline_model_uri: str | None = None
+    baseline_model_uri: str | None = None  # the served version the candidate was gated against
+    baseline_version: int | None = None  # its version number; None when nothing was served
     candidate_model_uri: str | None = None
     infra_blessed: bool | None = None
     infra_check_server: str | None = None  # which model server the infra check used
@@ -126,7 +127,11 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
             summary.transform_graph_uri = artifact.uri
         if component_id == "Evaluator" and event.type == metadata_store_pb2.Event.INPUT:
             if key == "baseline_model":
-                summary.baseline_model_uri = artifact.uri
+                # ServedModelBaseline's output: version 0 means nothing was served yet.
+                version = _property(artifact, "served_version")
+                if version:
+                    summary.baseline_version = int(version)
+                    summary.baseline_model_uri = _property(artifact, "served_model_path")
             elif key == "model":
                 summary.candidate_model_uri = artifact.uri
         if event.type != metadata_store_pb2.Event.OUTPUT:
@@ -231,7 +236,11 @@ def format_summary(summary: RunSummary) -> str:
                 f"{m['support']:>9.0f}"
             )
         lines.append("")
-    lines.append(f"baseline model: {summary.baseline_model_uri or 'none (first blessed run)'}")
+    if summary.baseline_version:
+        baseline = f"served version {summary.baseline_version} ({summary.baseline_model_uri})"
+    else:
+        baseline = "none (nothing served yet)"
+    lines.append(f"baseline model: {baseline}")
     lines.append(f"blessed: {summary.blessed}")
     if summary.infra_blessed is not None:
         lines.append(

@@ -22,7 +22,7 @@ ALL_COMPONENTS = {
     pipeline_ids.EXAMPLE_VALIDATOR,
     pipeline_ids.TRANSFORM,
     pipeline_ids.TRAINER,
-    pipeline_ids.BASELINE_RESOLVER,
+    pipeline_ids.SERVED_BASELINE,
     pipeline_ids.EVALUATOR,
     pipeline_ids.INFRA_CHECK,
     pipeline_ids.PUSHER,
@@ -110,9 +110,12 @@ def test_pushed_model_classifies_unseen_images_in_a_fresh_process(pushed_model, 
     assert accuracy >= HOLDOUT_ACCURACY_FLOOR, f"hold-out accuracy {accuracy:.2f}"
 
 
-def test_second_run_uses_first_blessed_model_as_baseline(pipeline_runs):
+def test_second_run_is_gated_against_the_served_version(pipeline_runs):
     first, second = _summaries(pipeline_runs)
-    assert second.baseline_model_uri == first.candidate_model_uri
+    assert first.baseline_version is None
+    assert second.baseline_version == 1
+    assert second.baseline_model_uri == str(pipeline_runs.model_dir / "1")
+    assert "baseline model: served version 1" in pipeline_runs.second_run_log
     assert second.candidate_model_uri != first.candidate_model_uri
 
 
