@@ -38,6 +38,7 @@ class RunSummary:
     infra_blessed: bool | None = None
     infra_check_server: str | None = None  # which model server the infra check used
     infra_check_message: str | None = None
+    infra_check_server_reason: str | None = None  # why that server (auto's fallbacks included)
     evaluation_uri: str | None = None
     transform_graph_uri: str | None = None
     # class name -> precision, recall, f1, support (from TFMA's confusion matrix)
@@ -140,6 +141,7 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
             summary.infra_blessed = bool(_property(artifact, "blessed"))
             summary.infra_check_server = _property(artifact, "infra_check_server")
             summary.infra_check_message = _property(artifact, "infra_check_message")
+            summary.infra_check_server_reason = _property(artifact, "infra_check_server_reason")
         elif key == "blessing":
             summary.blessed = bool(_property(artifact, "blessed"))
         elif key == "evaluation":
@@ -247,5 +249,7 @@ def format_summary(summary: RunSummary) -> str:
             f"infra check: {'passed' if summary.infra_blessed else 'FAILED'} "
             f"({summary.infra_check_server}): {summary.infra_check_message}"
         )
+        if summary.infra_check_server_reason:
+            lines.append(f"infra check server: {summary.infra_check_server_reason}")
     lines.append(f"pushed to: {summary.pushed_destination or 'not pushed'}")
     return "\n".join(lines)

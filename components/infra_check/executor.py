@@ -140,14 +140,14 @@ def run_infra_check(
     if timeout_seconds <= 0:
         raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
     deadline = _Deadline(timeout_seconds)
+    choice = servers.select_server(server, image, pull_timeout=deadline.remaining() / 2)
+    logger.info("InfraCheck: model server %s (%s)", choice.kind, choice.reason)
     try:
         checks.check_saved_model(model_path)
         checks.check_ops_servable(model_path)
         requests = checks.read_warmup_requests(model_path)
     except checks.InfraCheckError as failure:
-        return CheckResult(False, "none", f"{failure} (no server started)", 0, "")
-    choice = servers.select_server(server, image, pull_timeout=deadline.remaining() / 2)
-    logger.info("InfraCheck: model server %s (%s)", choice.kind, choice.reason)
+        return CheckResult(False, choice.kind, f"{failure} (no server started)", 0, choice.reason)
 
     try:
         work_dir = Path(tempfile.mkdtemp(prefix="infra-check-"))

@@ -53,8 +53,11 @@ def test_first_run_is_blessed_and_pushes_a_saved_model(pipeline_runs, pushed_mod
     first, _ = _summaries(pipeline_runs)
     assert first.blessed is True
     assert first.infra_blessed is True
-    assert first.infra_check_server == "local_server"  # no TF Serving binary or Docker here
-    assert "infra check: passed (local_server)" in pipeline_runs.first_run_log
+    # infra_check_server=auto: whatever this machine has, the choice and its reason are recorded.
+    assert first.infra_check_server in ("tensorflow_model_server", "docker", "local_server")
+    assert first.infra_check_server_reason.startswith("auto: ")
+    assert f"infra check: passed ({first.infra_check_server})" in pipeline_runs.first_run_log
+    assert f"infra check server: {first.infra_check_server_reason}" in pipeline_runs.first_run_log
     assert first.baseline_model_uri is None
     assert first.metrics["sparse_categorical_accuracy"] >= 0.5  # the configured floor
     assert first.metrics["top_k_accuracy"] >= first.metrics["sparse_categorical_accuracy"]
