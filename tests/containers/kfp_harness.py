@@ -209,7 +209,9 @@ class ContainerDagRunner:
             )
         except subprocess.TimeoutExpired:
             subprocess.run([self.docker, "rm", "-f", command[3].split("=", 1)[1]], check=False)
-            raise TaskFailedError(f"{task_name}: timed out after {self.timeout_seconds} s")
+            raise TaskFailedError(
+                f"{task_name}: timed out after {self.timeout_seconds} s"
+            ) from None
         seconds = time.monotonic() - started
         log = result.stdout + result.stderr
         if result.returncode != 0:

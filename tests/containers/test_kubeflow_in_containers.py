@@ -158,7 +158,7 @@ def test_pushed_model_answers_predict_from_a_container(kfp_runs, project_image):
     )
     assert started.returncode == 0, started.stderr
     try:
-        image_path = sorted((HOLDOUT_DIR / "Trouser").glob("*.png"))[0]
+        image_path = sorted((HOLDOUT_DIR / "trouser").glob("*.png"))[0]
         body = json.dumps(
             {"instances": [{"b64": base64.b64encode(image_path.read_bytes()).decode()}]}
         ).encode()
