@@ -140,7 +140,9 @@ def run_infra_check(
     if timeout_seconds <= 0:
         raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
     deadline = _Deadline(timeout_seconds)
-    choice = servers.select_server(server, image, pull_timeout=deadline.remaining() / 2)
+    # A pull may take a share of the check's time, never all of it (offline it just fails).
+    pull_timeout = min(deadline.remaining() / 3, servers.DOCKER_PULL_TIMEOUT_SECONDS)
+    choice = servers.select_server(server, image, pull_timeout=pull_timeout)
     logger.info("InfraCheck: model server %s (%s)", choice.kind, choice.reason)
     try:
         checks.check_saved_model(model_path)
