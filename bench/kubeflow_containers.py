@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     first_seconds = runs["run 1"][0]
     build = (
-        f"`deploy/build_image.sh` (`make image`): {build_seconds:.0f} s (warm: the image was already built with these "
-        "inputs, unless this was the first build on the machine)"
+        f"`deploy/build_image.sh` (`make image`): {build_seconds:.0f} s (warm when the image "
+        "was already built from the same inputs)"
         if build_seconds is not None
         else f"image given: `{image}` (not built by this run)"
     )
