@@ -568,7 +568,9 @@ def test_component_contract():
             InfraCheck(model=model, model_name=MODEL_NAME, timeout_seconds=bad)
 
 
-def _pusher_pipeline(tmp_path: Path, model_dir: Path, name: str, pipeline_root: str = ""):
+def _pusher_pipeline(
+    tmp_path: Path, model_dir: Path, name: str, pipeline_root: str = "", server: str = "auto"
+):
     """Imported model and ModelBlessing (blessed) -> InfraCheck -> VersionedPusher."""
     from tfx import v1 as tfx
 
@@ -581,7 +583,7 @@ def _pusher_pipeline(tmp_path: Path, model_dir: Path, name: str, pipeline_root: 
         tmp_path / "model_blessing", standard_artifacts.ModelBlessing, {"blessed": 1}
     ).with_id("model_blessing_importer")
     infra_check = InfraCheck(
-        model=model.outputs["result"], model_name=MODEL_NAME, timeout_seconds=60
+        model=model.outputs["result"], model_name=MODEL_NAME, timeout_seconds=60, server=server
     )
     pusher = VersionedPusher(
         model=model.outputs["result"],
@@ -622,6 +624,39 @@ def test_local_dag_runner_blocks_the_push_of_an_unservable_model(tmp_path, candi
     assert os.path.exists(os.path.join(infra_blessing.uri, "INFRA_NOT_BLESSED"))
     [pushed] = store.get_artifacts_by_type(standard_artifacts.PushedModel.TYPE_NAME)
     assert pushed.custom_properties["pushed"].int_value == 0
+    assert not (tmp_path / "serving" / MODEL_NAME).exists()
+
+
+@pytest.mark.slow
+def test_an_infrastructure_error_fails_the_run_and_says_so(tmp_path, candidate, empty_path):
+    """A requested server that cannot run: the run fails (exit 1), it does not refuse the model."""
+    import dataclasses
+
+    from ml_metadata import metadata_store
+    from tfx import v1 as tfx
+
+    from pipeline.config import PipelineConfig
+    from pipeline.local import describe_failure
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(candidate, model_dir / "Format-Serving")
+    (tmp_path / "model_blessing").mkdir()
+    name = "infra-check-missing-server"
+    pipeline = _pusher_pipeline(tmp_path, model_dir, name, server="tensorflow_model_server")
+    with pytest.raises(Exception) as raised:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    config = dataclasses.replace(
+        PipelineConfig(),
+        pipeline_name=name,
+        metadata_path=str(tmp_path / "metadata.sqlite"),
+        pipeline_root=str(tmp_path / "root"),
+    )
+    line = describe_failure(config, set(), raised.value, None)
+    assert line.startswith("component InfraCheck failed"), line
+    assert "infrastructure error, the model was not judged" in line
+    assert "no tensorflow_model_server is on PATH" in line
+    store = metadata_store.MetadataStore(pipeline.metadata_connection_config)
+    assert not store.get_artifacts_by_type(standard_artifacts.InfraBlessing.TYPE_NAME)
     assert not (tmp_path / "serving" / MODEL_NAME).exists()
 
 
