@@ -10,13 +10,6 @@ from dataclasses import dataclass
 
 RGB = tuple[float, float, float]
 
-# Ways an image reaches the square model input (see trainer_module.image_ops).
-RESIZE_MODES = ("stretch", "pad")
-# Optimizers the Trainer builds by name.
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-# How each phase's learning rate moves over its epochs: held, or cosine-decayed to zero.
-LEARNING_RATE_SCHEDULES = ("constant", "cosine")
-
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -117,5 +110,5 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         return BACKBONES[name]
     except KeyError:
         raise ValueError(
-            f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}"
+            f"backbone: unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}"
         ) from None

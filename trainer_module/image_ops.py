@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from trainer_module.backbone_specs import RESIZE_MODES
+from trainer_module.settings import RESIZE_MODES
 
 
 def decode_and_resize(

@@ -8,14 +8,12 @@ by the Trainer's inputs, and removed once training finishes.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
 import shutil
-from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -25,6 +23,7 @@ from trainer_module import features
 from trainer_module.backbone_specs import get_backbone_spec
 from trainer_module.export import export_serving_model
 from trainer_module.models import build_backbone, build_classifier, set_backbone_trainable
+from trainer_module.settings import TrainingSettings, settings_from_custom_config
 
 # Decoded training images are cached in memory up to this size; larger sets are re-read
 # (and re-decoded in parallel) each epoch.
@@ -36,36 +35,16 @@ _WARMUP_IMAGES = 8
 LearningRate = float | tf.keras.optimizers.schedules.LearningRateSchedule
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingSettings:
-    """What run_fn reads from the Trainer's custom_config (set by the pipeline)."""
+def transformed_image_size(tft_output: tft.TFTransformOutput) -> int:
+    """The square image size the Transform graph makes, read from its output's feature spec.
 
-    backbone: str
-    backbone_weights: str
-    image_size: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    optimizer: str
-    learning_rate_schedule: str
-    dropout: float
-    fine_tune_epochs: int
-    fine_tune_learning_rate: float
-    fine_tune_fraction: float
-    augment_flip: bool
-    augment_zoom: float
-    augment_color: float
-    early_stopping_patience: int
-    seed: int
-
-    @classmethod
-    def from_custom_config(cls, custom_config: dict[str, Any]) -> TrainingSettings:
-        """Reads the fields by name; a missing one raises KeyError naming it."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in custom_config]
-        if missing:
-            raise KeyError(f"Trainer custom_config lacks {', '.join(missing)}")
-        return cls(**{n: custom_config[n] for n in names})
+    The Transform's settings choose the size; the Trainer takes it from the graph it trains
+    on, so the two cannot disagree.
+    """
+    height, width, _ = tft_output.transformed_feature_spec()[features.TRANSFORMED_IMAGE_KEY].shape
+    if height != width:
+        raise ValueError(f"transform graph makes {height}x{width} images; expected a square")
+    return int(height)
 
 
 def _list_files(file_patterns: list[str]) -> list[str]:
@@ -138,7 +117,7 @@ def make_dataset(
 
     if num_examples is None:
         num_examples = count_examples(file_patterns)
-    size = settings.image_size
+    size = transformed_image_size(tft_output)
     dataset = _record_dataset(file_patterns).batch(_PARSE_BATCH)
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if num_examples * size * size * 3 * 4 <= _MAX_CACHE_BYTES:
@@ -239,7 +218,8 @@ def _first_images(file_patterns: list[str], count: int) -> list[bytes]:
 
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the classifier in up to two phases and exports it to serving_model_dir."""
-    settings = TrainingSettings.from_custom_config(fn_args.custom_config)
+    settings = settings_from_custom_config(TrainingSettings, fn_args.custom_config)
+    settings.validate()
     tf.keras.utils.set_random_seed(settings.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY_NAME)
@@ -252,9 +232,10 @@ def run_fn(fn_args: FnArgs) -> None:
 
     spec = get_backbone_spec(settings.backbone)
     pretrained = spec.pretrained and settings.backbone_weights != "none"
-    backbone = build_backbone(settings.backbone, settings.image_size, settings.backbone_weights)
+    image_size = transformed_image_size(tft_output)
+    backbone = build_backbone(settings.backbone, image_size, settings.backbone_weights)
     model = build_classifier(
-        backbone, settings.image_size, num_classes, settings.dropout, pretrained=pretrained
+        backbone, image_size, num_classes, settings.dropout, pretrained=pretrained
     )
     state_dir = resume_dir(fn_args)
     phase1_weights = os.path.join(state_dir, "phase1_done.weights.h5")
