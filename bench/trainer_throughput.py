@@ -392,7 +392,6 @@ def worker_plain(job: dict[str, Any]) -> dict[str, Any]:
         )
 
     num_train = _count(os.path.join(job["examples"], "Split-train", "*"))
-    pixel_range = 255.0 / (sum(spec.input_std) / 3)
 
     def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         images = augment_batch(
@@ -400,7 +399,7 @@ def worker_plain(job: dict[str, Any]) -> dict[str, Any]:
             settings["augment_flip"],
             settings["augment_zoom"],
             settings["augment_color"],
-            pixel_range,
+            spec.pixel_range,
         )
         return images, labels
 
@@ -413,8 +412,8 @@ def worker_plain(job: dict[str, Any]) -> dict[str, Any]:
     )
     validation = dataset("eval").batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
-    pretrained = spec.pretrained and settings["backbone_weights"] != "none"
-    backbone = build_backbone(settings["backbone"], size, settings["backbone_weights"])
+    pretrained = spec.starts_pretrained(settings["backbone_weights"])
+    backbone = build_backbone(spec, size, settings["backbone_weights"])
     model = build_classifier(
         backbone, size, len(class_names), settings["dropout"], pretrained=pretrained
     )
@@ -487,8 +486,7 @@ def markdown(
     repeats = len(steady["tfx"])
     weights = (
         "ImageNet weights"
-        if get_backbone_spec(settings["backbone"]).pretrained
-        and settings["backbone_weights"] != "none"
+        if get_backbone_spec(settings["backbone"]).starts_pretrained(settings["backbone_weights"])
         else "random init"
     )
     lines = [

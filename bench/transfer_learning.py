@@ -173,7 +173,7 @@ def cifar10_dataset(root: Path, image_size: int, test_limit: int | None = None) 
     class_names = (root / "labels.txt").read_text().split()
 
     def decode(encoded: tf.Tensor, spec: BackboneSpec) -> tf.Tensor:
-        return decode_batch(encoded, image_size, spec.input_mean, spec.input_std, spec.bgr)
+        return decode_batch(encoded, image_size, spec)
 
     return Dataset(
         name="cifar10",
@@ -196,7 +196,7 @@ def _grayscale_to_model_input(images: tf.Tensor, image_size: int, spec: Backbone
     images = tf.cast(images, tf.float32)[..., tf.newaxis]
     images = tf.image.resize(images, [image_size, image_size])
     images = tf.clip_by_value(tf.image.grayscale_to_rgb(images), 0.0, 255.0)
-    return normalize(images, spec.input_mean, spec.input_std, spec.bgr)
+    return normalize(images, spec)
 
 
 def fashion_mnist_dataset(
@@ -246,11 +246,10 @@ def _train_dataset(
     images: tf.Tensor, labels: np.ndarray, budget: Budget, spec: BackboneSpec
 ) -> tf.data.Dataset:
     """Shuffled (fixed seed, reshuffled each epoch), batched, augmented training batches."""
-    pixel_range = 255.0 / (sum(spec.input_std) / 3)  # as trainer_module.train.make_dataset
 
     def augment(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x = augment_batch(
-            x, budget.augment_flip, budget.augment_zoom, budget.augment_color, pixel_range
+            x, budget.augment_flip, budget.augment_zoom, budget.augment_color, spec.pixel_range
         )
         return x, y
 
@@ -281,13 +280,13 @@ def run_candidate(candidate: Candidate, data: Dataset, budget: Budget) -> dict[s
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(budget.seed)
     spec = get_backbone_spec(candidate.backbone)
-    pretrained = spec.pretrained and candidate.weights != "none"
+    pretrained = spec.starts_pretrained(candidate.weights)
     print(f"\n=== {data.name}: {candidate.label} ===", flush=True)
 
     start = time.perf_counter()
     images = data.train_images(spec)
     train = _train_dataset(images, data.train_labels, budget, spec)
-    backbone = build_backbone(candidate.backbone, budget.image_size, candidate.weights)
+    backbone = build_backbone(spec, budget.image_size, candidate.weights)
     model = build_classifier(
         backbone, budget.image_size, len(data.class_names), budget.dropout, pretrained=pretrained
     )

@@ -34,13 +34,10 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
       transform graph, so class names travel with the model.
     """
     settings = settings_from_custom_config(TransformSettings, custom_config)
-    spec = settings.backbone_spec
     images = decode_batch(
         _as_vector(inputs[features.IMAGE_KEY]),
         settings.resolved_image_size,
-        input_mean=spec.input_mean,
-        input_std=spec.input_std,
-        bgr=spec.bgr,
+        settings.backbone_spec,
         resize_mode=settings.resize_mode,
     )
     labels = _as_vector(inputs[features.LABEL_KEY])

@@ -91,11 +91,6 @@ class TrainingSettings:
     early_stopping_patience: int = 4
     seed: int = 42
 
-    @property
-    def backbone_spec(self) -> BackboneSpec:
-        """The spec of ``backbone``."""
-        return get_backbone_spec(self.backbone)
-
     def validate(self) -> None:
         """Raises ValueError naming the first setting out of range.
 

@@ -20,7 +20,7 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer_module import features
-from trainer_module.backbone_specs import get_backbone_spec
+from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec
 from trainer_module.export import export_serving_model
 from trainer_module.models import build_backbone, build_classifier, set_backbone_trainable
 from trainer_module.settings import TrainingSettings, settings_from_custom_config
@@ -94,6 +94,7 @@ def make_dataset(
     file_patterns: list[str],
     tft_output: tft.TFTransformOutput,
     settings: TrainingSettings,
+    spec: BackboneSpec,
     training: bool,
     num_examples: int | None = None,
 ) -> tf.data.Dataset:
@@ -102,7 +103,8 @@ def make_dataset(
     The tf.Transform graph runs inside the input pipeline (batched and in parallel), so
     images are decoded once per epoch, or once in total when the decoded set fits in memory.
     Augmentation runs after the cache, on training batches only. ``num_examples`` saves a
-    count of the files when the caller has one.
+    count of the files when the caller has one. ``spec`` is the backbone's (its value range
+    scales the colour jitter).
     """
     raw_spec = tft_output.raw_feature_spec()
     spec = {key: raw_spec[key] for key in (features.IMAGE_KEY, features.LABEL_KEY)}
@@ -127,7 +129,6 @@ def make_dataset(
     dataset = dataset.shuffle(min(num_examples, 10_000), seed=settings.seed)
     dataset = dataset.batch(settings.batch_size)
     if settings.augment_flip or settings.augment_zoom or settings.augment_color:
-        pixel_range = 255.0 / (sum(get_backbone_spec(settings.backbone).input_std) / 3)
 
         def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             images = augment_batch(
@@ -135,7 +136,7 @@ def make_dataset(
                 settings.augment_flip,
                 settings.augment_zoom,
                 settings.augment_color,
-                pixel_range,
+                spec.pixel_range,
             )
             return images, labels
 
@@ -225,15 +226,15 @@ def run_fn(fn_args: FnArgs) -> None:
     num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY_NAME)
     train_count = count_examples(fn_args.train_files)
     steps_per_epoch = math.ceil(train_count / settings.batch_size)
-    train_dataset = make_dataset(
-        fn_args.train_files, tft_output, settings, training=True, num_examples=train_count
-    )
-    eval_dataset = make_dataset(fn_args.eval_files, tft_output, settings, training=False)
-
     spec = get_backbone_spec(settings.backbone)
-    pretrained = spec.pretrained and settings.backbone_weights != "none"
+    train_dataset = make_dataset(
+        fn_args.train_files, tft_output, settings, spec, training=True, num_examples=train_count
+    )
+    eval_dataset = make_dataset(fn_args.eval_files, tft_output, settings, spec, training=False)
+
+    pretrained = spec.starts_pretrained(settings.backbone_weights)
     image_size = transformed_image_size(tft_output)
-    backbone = build_backbone(settings.backbone, image_size, settings.backbone_weights)
+    backbone = build_backbone(spec, image_size, settings.backbone_weights)
     model = build_classifier(
         backbone, image_size, num_classes, settings.dropout, pretrained=pretrained
     )

@@ -14,6 +14,7 @@ from PIL import Image
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from trainer_module import features
+from trainer_module.backbone_specs import BACKBONES
 from trainer_module.image_ops import decode_batch
 from trainer_module.preprocessing import preprocessing_fn
 from trainer_module.settings import TransformSettings
@@ -106,7 +107,7 @@ def test_decode_batch_converts_every_layout_to_rgb():
     rgba[..., 0], rgba[..., 3] = 255, 10  # red, nearly transparent: alpha is dropped
     jpeg = _encode(np.full((8, 8, 3), 40, np.uint8), "RGB", "JPEG")
     batch = tf.constant([_encode(gray, "L"), _encode(rgba, "RGBA"), jpeg])
-    images = decode_batch(batch, 16, input_mean=[0.0] * 3, input_std=[255.0] * 3).numpy()
+    images = decode_batch(batch, 16, BACKBONES["small_cnn"]).numpy()  # x / 255
     assert images.shape == (3, 16, 16, 3)
     np.testing.assert_allclose(images[0], 200 / 255, atol=1e-5)
     np.testing.assert_allclose(images[1, ..., 0], 1.0, atol=1e-5)
