@@ -19,6 +19,7 @@ from trainer_module.settings import TrainingSettings, TransformSettings
 
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
+# Metric names in the Evaluator's output: TFMA names SparseCategoricalAccuracy this way.
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 TOP_K_METRIC = "top_k_accuracy"
 CUSTOM_METRICS_MODULE = "trainer_module.metrics"

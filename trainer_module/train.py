@@ -8,6 +8,7 @@ by the Trainer's inputs, and removed once training finishes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -177,6 +178,70 @@ def _compile(model: tf.keras.Model, optimizer: str, learning_rate: LearningRate)
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training phase: what trains, at which learning rate, for how many epochs."""
+
+    name: str  # "phase1" or "phase2": also the folder of its TensorBoard logs and backups
+    learning_rate: float
+    epochs: int
+    # Top fraction of a pretrained backbone's layers that trains (0: frozen, only the new
+    # head trains); None: a backbone trained from scratch, whole network trainable.
+    backbone_fraction: float | None
+
+
+def training_phases(settings: TrainingSettings, pretrained: bool) -> list[Phase]:
+    """The phases run_fn trains.
+
+    A pretrained backbone: phase 1 trains a new head on the frozen backbone, phase 2 (unless
+    ``fine_tune_epochs`` is 0) the top ``fine_tune_fraction`` of the backbone at the lower
+    ``fine_tune_learning_rate``. A backbone trained from scratch: one phase, whole network.
+    """
+    if not pretrained:
+        return [Phase("phase1", settings.learning_rate, settings.epochs, None)]
+    phases = [Phase("phase1", settings.learning_rate, settings.epochs, 0.0)]
+    if settings.fine_tune_epochs > 0:
+        phases.append(
+            Phase(
+                "phase2",
+                settings.fine_tune_learning_rate,
+                settings.fine_tune_epochs,
+                settings.fine_tune_fraction,
+            )
+        )
+    return phases
+
+
+def fit_phase(
+    model: tf.keras.Model,
+    phase: Phase,
+    settings: TrainingSettings,
+    train_dataset: tf.data.Dataset,
+    steps_per_epoch: int,
+    validation_data: tf.data.Dataset | None = None,
+    callbacks: list[tf.keras.callbacks.Callback] | None = None,
+) -> tf.keras.callbacks.History:
+    """Trains ``model`` (a ``build_classifier`` model) for one phase.
+
+    Sets which backbone layers train, compiles with the configured optimizer and the phase's
+    learning rate (constant or decaying over ``steps_per_epoch`` x its epochs), and fits.
+    """
+    if phase.backbone_fraction is not None:
+        trainable = set_backbone_trainable(model, phase.backbone_fraction)
+        logging.info("%s: %d backbone layers trainable", phase.name, trainable)
+    schedule = phase_learning_rate(
+        settings.learning_rate_schedule, phase.learning_rate, phase.epochs, steps_per_epoch
+    )
+    _compile(model, settings.optimizer, schedule)
+    return model.fit(
+        train_dataset,
+        validation_data=validation_data,
+        epochs=phase.epochs,
+        callbacks=callbacks or [],
+        verbose=2,
+    )
+
+
 def resume_dir(fn_args: FnArgs) -> str:
     """A folder for training progress that a re-run of the same Trainer inputs finds again.
 
@@ -241,40 +306,28 @@ def run_fn(fn_args: FnArgs) -> None:
     state_dir = resume_dir(fn_args)
     phase1_weights = os.path.join(state_dir, "phase1_done.weights.h5")
 
-    def fit_phase(phase: str, learning_rate: float, epochs: int) -> None:
-        schedule = phase_learning_rate(
-            settings.learning_rate_schedule, learning_rate, epochs, steps_per_epoch
-        )
-        _compile(model, settings.optimizer, schedule)
-        history = model.fit(
+    for phase in training_phases(settings, pretrained):
+        if phase.name == "phase1" and tf.io.gfile.exists(phase1_weights):
+            logging.info("Resuming after phase 1 from %s", phase1_weights)
+            model.load_weights(phase1_weights)
+            continue
+        history = fit_phase(
+            model,
+            phase,
+            settings,
             train_dataset,
+            steps_per_epoch,
             validation_data=eval_dataset,
-            epochs=epochs,
             callbacks=_callbacks(
                 settings,
-                os.path.join(fn_args.model_run_dir, phase),
-                os.path.join(state_dir, phase),
+                os.path.join(fn_args.model_run_dir, phase.name),
+                os.path.join(state_dir, phase.name),
             ),
-            verbose=2,
         )
-        logging.info("%s finished: %s", phase, {k: v[-1] for k, v in history.history.items()})
-
-    if tf.io.gfile.exists(phase1_weights):
-        logging.info("Resuming after phase 1 from %s", phase1_weights)
-        model.load_weights(phase1_weights)
-    else:
-        # Phase 1: a new head on the frozen backbone; from scratch, the whole network.
-        if pretrained:
-            set_backbone_trainable(model, 0.0)
-        fit_phase("phase1", settings.learning_rate, settings.epochs)
-        tf.io.gfile.makedirs(state_dir)
-        model.save_weights(phase1_weights)
-
-    if pretrained and settings.fine_tune_epochs > 0:
-        # Phase 2: unfreeze the top of the backbone at a lower learning rate.
-        trainable = set_backbone_trainable(model, settings.fine_tune_fraction)
-        logging.info("Phase 2: %d backbone layers trainable", trainable)
-        fit_phase("phase2", settings.fine_tune_learning_rate, settings.fine_tune_epochs)
+        logging.info("%s finished: %s", phase.name, {k: v[-1] for k, v in history.history.items()})
+        if phase.name == "phase1":
+            tf.io.gfile.makedirs(state_dir)
+            model.save_weights(phase1_weights)
 
     export_serving_model(
         model,
