@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -10,6 +12,7 @@ from tfx import v1 as tfx
 from components.evaluator import ServedBaselineEvaluator
 from components.evaluator.executor import GATED_METRIC_CLASS, accuracy_threshold
 from components.image_example_gen import ImageExampleGen
+from components.image_example_gen.options import IngestOptions
 from components.infra_check import InfraCheck
 from components.served_baseline import ServedModelBaseline
 from components.trainer import ImageTrainer
@@ -17,9 +20,11 @@ from components.trainer.executor import RUNTIME_SETTINGS
 from components.versioned_pusher import VersionedPusher
 from pipeline.config import PipelineConfig, beam_flag_name, uses_direct_runner
 from trainer_module import features
+from trainer_module.settings import TrainingSettings, TransformSettings
 
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
+# Metric names in the Evaluator's output: TFMA names SparseCategoricalAccuracy this way.
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 TOP_K_METRIC = "top_k_accuracy"
 CUSTOM_METRICS_MODULE = "trainer_module.metrics"
@@ -104,6 +109,21 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+def example_gen_options(config: PipelineConfig) -> IngestOptions:
+    """ImageExampleGen's options: every IngestOptions field, from the configuration."""
+    return config.settings_for(IngestOptions)
+
+
+def transform_custom_config(config: PipelineConfig) -> dict[str, Any]:
+    """The Transform's custom_config: every TransformSettings field, from the configuration."""
+    return dataclasses.asdict(config.settings_for(TransformSettings))
+
+
+def trainer_custom_config(config: PipelineConfig) -> dict[str, Any]:
+    """The Trainer's custom_config: every TrainingSettings field, from the configuration."""
+    return dataclasses.asdict(config.settings_for(TrainingSettings))
+
+
 def component_beam_args(config: PipelineConfig) -> list[str]:
     """The Beam arguments the data components run with.
 
@@ -152,26 +172,8 @@ def create_pipeline(
     as Kubeflow supply their own and pass None. ``with_runtime_parameters`` (for compiling)
     makes the RUNTIME_PARAMETER_FIELDS runtime parameters whose defaults are ``config``'s.
     """
-    spec = config.backbone_spec
-    image_size = config.resolved_image_size
     runtime = runtime_parameters(config) if with_runtime_parameters else {}
-
-    example_gen = ImageExampleGen(
-        input_base=config.data_root,
-        eval_fraction=config.eval_fraction,
-        test_fraction=config.test_fraction,
-        data_format=config.data_format,
-        use_split_folders=config.use_split_folders,
-        manifest=config.manifest,
-        manifest_path_column=config.manifest_path_column,
-        manifest_label_column=config.manifest_label_column,
-        tfrecord_image_feature=config.tfrecord_image_feature,
-        tfrecord_label_feature=config.tfrecord_label_feature,
-        labels_file=config.labels_file,
-        max_image_pixels=config.max_image_pixels,
-        max_bad_fraction=config.max_bad_fraction,
-        example_shard_mb=config.example_shard_mb,
-    )
+    example_gen = ImageExampleGen(input_base=config.data_root, options=example_gen_options(config))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
@@ -187,36 +189,14 @@ def create_pipeline(
         preprocessing_fn=PREPROCESSING_FN,
         materialize=False,
         disable_statistics=True,
-        custom_config={
-            "image_size": image_size,
-            "resize_mode": config.resize_mode,
-            **spec.normalization,
-        },
+        custom_config=transform_custom_config(config),
     )
     trainer = ImageTrainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        custom_config={
-            "backbone": config.backbone,
-            "backbone_weights": config.backbone_weights,
-            "image_size": image_size,
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate,
-            "optimizer": config.optimizer,
-            "learning_rate_schedule": config.learning_rate_schedule,
-            "dropout": config.dropout,
-            "fine_tune_epochs": config.fine_tune_epochs,
-            "fine_tune_learning_rate": config.fine_tune_learning_rate,
-            "fine_tune_fraction": config.fine_tune_fraction,
-            "augment_flip": config.augment_flip,
-            "augment_zoom": config.augment_zoom,
-            "augment_color": config.augment_color,
-            "early_stopping_patience": config.early_stopping_patience,
-            "seed": config.seed,
-        },
+        custom_config=trainer_custom_config(config),
         runtime_parameters={k: v for k, v in runtime.items() if k in RUNTIME_SETTINGS},
     ).with_id(TRAINER)
     # The baseline is the model being served now, read from the serving directory: no MLMD

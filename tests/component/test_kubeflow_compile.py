@@ -185,13 +185,16 @@ def test_beam_args_reach_the_beam_components(executors):
 
 
 def test_trainer_custom_config_and_resources(spec, executors, config):
-    from pipeline.pipeline import TRAINER, create_pipeline
+    from pipeline.pipeline import TRAINER, TRANSFORM, create_pipeline
 
     compiled_config = json.loads(_task_parameter(spec, TRAINER, "custom_config"))
     assert "epochs" not in compiled_config  # a runtime parameter of its own
     assert compiled_config["batch_size"] == 16
     assert compiled_config["backbone"] == config.backbone
-    assert compiled_config["image_size"] == config.resolved_image_size
+    # The Trainer reads the image size from the Transform graph, not from its settings.
+    assert "image_size" not in compiled_config
+    transform_config = json.loads(_task_parameter(spec, TRANSFORM, "custom_config"))
+    assert transform_config["image_size"] == config.image_size
     trainer = next(c for c in create_pipeline(config).components if c.id == TRAINER)
     expected = trainer.exec_properties["custom_config"]
     assert compiled_config == (json.loads(expected) if isinstance(expected, str) else expected)

@@ -59,8 +59,9 @@ def test_first_run_is_blessed_and_pushes_a_saved_model(pipeline_runs, pushed_mod
     assert f"infra check: passed ({first.infra_check_server})" in pipeline_runs.first_run_log
     assert f"infra check server: {first.infra_check_server_reason}" in pipeline_runs.first_run_log
     assert first.baseline_model_uri is None
-    assert first.metrics["sparse_categorical_accuracy"] >= 0.5  # the configured floor
-    assert first.metrics["top_k_accuracy"] >= first.metrics["sparse_categorical_accuracy"]
+    accuracy = first.metrics[pipeline_ids.ACCURACY_METRIC]
+    assert accuracy >= 0.5  # the configured floor
+    assert first.metrics[pipeline_ids.TOP_K_METRIC] >= accuracy
     assert 0.0 <= first.metrics["expected_calibration_error"] < 0.5
     assert len(first.per_class) == 10
     assert sum(m["support"] for m in first.per_class.values()) == first.metrics["example_count"]
