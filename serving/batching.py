@@ -83,7 +83,10 @@ def _batching_parameters_class():
     )
     pool.Add(file)
     descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-    return message_factory.GetMessageClass(descriptor)
+    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4
+    if get_class is not None:
+        return get_class(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
 
 
 @dataclasses.dataclass(frozen=True)

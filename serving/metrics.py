@@ -69,7 +69,10 @@ def _monitoring_config_class():
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     descriptor = pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-    return message_factory.GetMessageClass(descriptor)
+    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4
+    if get_class is not None:
+        return get_class(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
 
 
 def parse_monitoring_config(text: str, source: str) -> str | None:

@@ -77,49 +77,57 @@ def save_tiny_model(path: Path, num_classes: int, favourite: int) -> Path:
     return path
 
 
-class HalfPlusTwo(tf.Module):
-    """TF Serving's "half plus two" test model with two inputs: y = 0.5 * x + 2 + offset.
+REGRESS_SIGNATURE = "regress_x_to_y"
+CLASSIFY_SIGNATURE = "classify_x_to_y"
+SCALE_SIGNATURE = "half_x"
 
+
+def save_half_plus_two(path: Path) -> Path:
+    """TF Serving's "half plus two" test model, with two inputs: y = 0.5 * x + 2 + offset.
+
+    Built as a TF1 graph (as TF Serving's own test model is), so that its regress and
+    classify signatures share one tf.Example input, which MultiInference needs:
+
+    - ``serving_default`` (predict): float ``x`` and ``offset`` [batch, 1] -> ``y``;
+    - ``half_x`` (predict): float ``x`` [batch, 1] -> ``y`` = 0.5 * x + 2; elementwise, so the
+      graph accepts any shape although the signature says [batch, 1];
     - ``regress_x_to_y`` (tensorflow/serving/regress): serialized tf.Examples with float
-      features ``x`` and ``offset`` -> ``outputs`` [batch, 1];
-    - ``serving_default`` (predict): ``x`` and ``offset`` float tensors of any shape -> ``y``;
-      elementwise, so the graph accepts every shape where x and offset broadcast.
+      features ``x`` and ``offset`` (default 0) -> ``outputs`` [batch, 1];
+    - ``classify_x_to_y`` (tensorflow/serving/classify): the same input -> ``scores`` [batch, 1].
     """
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-    def regress(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+    signature_utils = tf.compat.v1.saved_model.signature_def_utils
+    build_info = tf.compat.v1.saved_model.utils.build_tensor_info
+    graph = tf.Graph()
+    with graph.as_default():
+        examples = tf.compat.v1.placeholder(tf.string, [None], name="tf_example")
         parsed = tf.io.parse_example(
-            inputs,
+            examples,
             {
                 "x": tf.io.FixedLenFeature([1], tf.float32),
                 "offset": tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0]),
             },
         )
-        return {"outputs": 0.5 * parsed["x"] + 2.0 + parsed["offset"]}
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, 1], tf.float32, name="x"),
-            tf.TensorSpec([None, 1], tf.float32, name="offset"),
-        ]
-    )
-    def predict(self, x: tf.Tensor, offset: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"y": 0.5 * x + 2.0 + offset}
-
-
-REGRESS_SIGNATURE = "regress_x_to_y"
-
-
-def save_half_plus_two(path: Path) -> Path:
-    """Saves HalfPlusTwo to ``path`` (see its docstring for the signatures)."""
-    module = HalfPlusTwo()
-    tf.saved_model.save(
-        module,
-        str(path),
-        signatures={
-            features.SERVING_SIGNATURE: module.predict.get_concrete_function(),
-            REGRESS_SIGNATURE: module.regress.get_concrete_function(),
-        },
-    )
-    set_signature_method_names(str(path), {REGRESS_SIGNATURE: "tensorflow/serving/regress"})
+        a = tf.compat.v1.Variable(0.5, name="a")
+        b = tf.compat.v1.Variable(2.0, name="b")
+        from_examples = tf.identity(a * parsed["x"] + b + parsed["offset"], name="y_examples")
+        x = tf.compat.v1.placeholder(tf.float32, [None, 1], name="x")
+        offset = tf.compat.v1.placeholder(tf.float32, [None, 1], name="offset")
+        y = tf.identity(a * x + b + offset, name="y")
+        half = tf.identity(a * x + b, name="y_half")
+        signatures = {
+            features.SERVING_SIGNATURE: signature_utils.predict_signature_def(
+                {"x": x, "offset": offset}, {"y": y}
+            ),
+            SCALE_SIGNATURE: signature_utils.predict_signature_def({"x": x}, {"y": half}),
+            REGRESS_SIGNATURE: signature_utils.regression_signature_def(examples, from_examples),
+            CLASSIFY_SIGNATURE: signature_utils.classification_signature_def(
+                examples, None, from_examples
+            ),
+        }
+        assert build_info(examples).name == "tf_example:0"
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+            builder.save()
     return path
