@@ -230,6 +230,11 @@ class BatchScheduler:
         for thread in self._threads:
             thread.start()
 
+    def queued_tasks(self) -> int:
+        """Requests waiting in a batch that no batch thread has taken yet."""
+        with self._condition:
+            return sum(len(b.tasks) for q in self._queues.values() for b in q.batches)
+
     def stop(self) -> None:
         """Fails queued requests with UNAVAILABLE and stops the batch threads."""
         with self._condition:

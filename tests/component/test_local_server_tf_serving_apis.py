@@ -736,7 +736,7 @@ def test_batching_merges_concurrent_requests_into_one_model_call(tmp_path, templ
             answers = list(pool.map(predict, [float(i) for i in range(8)]))
         # Each caller gets its own row back, from far fewer model calls than requests.
         assert answers == [[[0.5 * i + 2.0]] for i in range(8)]
-        assert batcher.batches_run - before <= 3
+        assert batcher.batches_run - before <= 4
         assert batcher.tasks_run >= 8
 
         status, body = http_call(

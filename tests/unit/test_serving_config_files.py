@@ -128,21 +128,32 @@ def test_prometheus_page_format():
 
 
 class _RecordingServable:
-    """run_session doubles its input; records each call's batch size."""
+    """run_session doubles its input and records each call's batch size; the first call
+    waits for ``release`` (so that later requests queue up behind it)."""
 
     def __init__(self, delay: float = 0.0):
         self.calls: list[int] = []
         self.delay = delay
+        self.release = threading.Event()
 
     def run_session(self, feeds, fetches):
         (array,) = feeds.values()
         self.calls.append(array.shape[0])
+        if len(self.calls) == 1:
+            self.release.wait(10)
         time.sleep(self.delay)
         return [array * 2 for _ in fetches]
 
 
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_batch_scheduler_merges_pads_and_splits():
-    servable = _RecordingServable(delay=0.2)
+    servable = _RecordingServable()
     scheduler = BatchScheduler(
         BatchingOptions(
             max_batch_size=8,
@@ -160,10 +171,12 @@ def test_batch_scheduler_merges_pads_and_splits():
 
         first = threading.Thread(target=call, args=(0,))
         first.start()
-        time.sleep(0.05)  # The first runs alone (timeout 0); the next three queue behind it.
+        _wait_for(lambda: servable.calls)  # The first runs alone (timeout 0) and blocks...
         others = [threading.Thread(target=call, args=(i,)) for i in (1, 2, 3)]
         for thread in others:
             thread.start()
+        _wait_for(lambda: scheduler.queued_tasks() == 3)  # ...while three queue behind it.
+        servable.release.set()
         for thread in [first, *others]:
             thread.join(10)
         assert {i: r.tolist() for i, r in results.items()} == {
@@ -182,7 +195,9 @@ def test_batch_scheduler_merges_pads_and_splits():
 
 
 def test_batch_scheduler_queue_full_is_unavailable():
-    servable = _RecordingServable(delay=0.5)
+    servable = _RecordingServable()
+    servable.release.set()
+    servable.delay = 0.5
     scheduler = BatchScheduler(
         BatchingOptions(max_batch_size=1, num_batch_threads=1, max_enqueued_batches=1)
     )
