@@ -125,7 +125,7 @@ def python_error_status(err: BaseException, prefix: str = "") -> ServingError:
     if isinstance(err, UnicodeEncodeError):
         return invalid_argument(f"{prefix}Invalid encoding in string. at offset: {err.start}")
     if isinstance(err, RecursionError):
-        return invalid_argument(f"{prefix}Document nested too deeply to parse. at offset: 0")
+        return invalid_argument(f"{prefix}The document is nested too deeply to parse.")
     if isinstance(err, MemoryError):
         return ServingError("RESOURCE_EXHAUSTED", f"{prefix}Out of memory")
     if isinstance(err, json.JSONDecodeError):

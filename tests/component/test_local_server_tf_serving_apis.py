@@ -804,7 +804,7 @@ def test_python_errors_get_tf_serving_shaped_messages(half_server):
     status, error = post(b'{"instances": ["\xff\xfe"]}')
     assert status == 400 and error == "JSON Parse error: Invalid encoding in string. at offset: 16"
     status, error = post(b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
-    assert status == 400 and error.startswith("JSON Parse error: ") and "at offset" in error
+    assert (status, error) == (400, "JSON Parse error: The document is nested too deeply to parse.")
     for text in (status, error):
         assert "RecursionError" not in str(text) and "UnicodeDecodeError" not in str(text)
 
