@@ -566,14 +566,14 @@ class LocalModelServer:
         self.batching = batching
         self.batcher: BatchScheduler | None = None
         self.monitoring_path = monitoring_path
-        self._enable_warmup = enable_warmup
+        self.enable_warmup = enable_warmup
         self.core = ServerCore(
             loader=self._load_version, allow_labels_for_unavailable=allow_labels_for_unavailable
         )
         self.api = ServingApi(self.core)
         self.rest_port = rest_port
         self.grpc_port = grpc_port
-        self._num_threads = num_threads
+        self.num_threads = num_threads
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._poll_thread: threading.Thread | None = None
@@ -587,7 +587,7 @@ class LocalModelServer:
 
     def _load_version(self, model_name: str, version: int, path: str) -> LoadedVersion:
         return LoadedVersion(
-            model_name, version, path, batcher=self.batcher, enable_warmup=self._enable_warmup
+            model_name, version, path, batcher=self.batcher, enable_warmup=self.enable_warmup
         )
 
     @property
@@ -648,7 +648,7 @@ class LocalModelServer:
             self.stop()
             raise
         self.executor = concurrent.futures.ThreadPoolExecutor(
-            self._num_threads, thread_name_prefix="serving"
+            self.num_threads, thread_name_prefix="serving"
         )
         try:
             if self.grpc_port is not None:
@@ -693,7 +693,7 @@ class LocalModelServer:
             ("grpc.so_reuseport", 0),  # Fail on a taken port instead of sharing it.
         ]
         server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(self._num_threads, thread_name_prefix="grpc"),
+            concurrent.futures.ThreadPoolExecutor(self.num_threads, thread_name_prefix="grpc"),
             options=options,
         )
         for servicer, add in _grpc_servicers(self.api):

@@ -831,3 +831,50 @@ def test_reload_config_over_grpc(tmp_path, templates, png):
             assert response.status.error_code == 9  # FAILED_PRECONDITION
             assert "version 5 of model b" in response.status.error_message
         assert predicted_class(server, "/v1/models/b:predict", png) == 1
+
+
+def test_tf_serving_command_line_flags(tmp_path, templates, png):
+    """A tensorflow_model_server command line, as a container would run it, configures the
+    local server; --allow_version_labels_for_unavailable_models lets a label run ahead."""
+    root = tmp_path / "serving"
+    (root / "tiny").mkdir(parents=True)
+    push(templates["tiny1"], root / "tiny", 1)
+    config = root / "models.config"
+    write_config(
+        config,
+        "model_config_list {"
+        + model_entry("tiny", root / "tiny", 'version_labels { key: "next" value: 5 }')
+        + "}",
+    )
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    flags = [
+        f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=7",
+        "--file_system_poll_wait_seconds=0",
+        "--enable_model_warmup=false",
+        "--allow_version_labels_for_unavailable_models",
+        "--rest_api_num_threads=3",
+        "--grpc_max_threads=6",
+        "--port=0",
+        "--rest_api_port=0",
+    ]
+    args = parser.parse_args(flags)
+    dashed = parser.parse_args(
+        [
+            f"{name.replace('_', '-')}={value}"
+            for name, value in (f.split("=", 1) for f in flags[:3])
+        ]
+    )
+    assert dashed.model_config_file == str(config)
+    assert dashed.model_config_file_poll_wait_seconds == 7
+    server = server_from_args(args)
+    assert (server.config_poll_interval, server.poll_interval) == (7, 0)
+    assert (server.enable_warmup, server.num_threads) == (False, 6)
+    with server:
+        assert server.core.labels("tiny") == {"next": 5}
+        status, body = http_call(
+            server, "POST", "/v1/models/tiny/labels/next:predict", {"instances": [b64(png)]}
+        )
+        assert (status, body["error"]) == (404, "Servable not found for request: Specific(tiny, 5)")
+        assert predicted_class(server, "/v1/models/tiny:predict", png) == 1
