@@ -30,6 +30,11 @@ from trainer_module.backbone_specs import (
     get_backbone_spec,
 )
 
+# The infra check's server choices and default image (components.infra_check.checks, which
+# imports TensorFlow, so they are repeated here; a unit test keeps them equal).
+INFRA_CHECK_SERVERS = ("auto", "tensorflow_model_server", "docker", "local")
+TF_SERVING_IMAGE = "tensorflow/serving:2.16.1"
+
 IN_PROCESS_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 # Named sets of DirectRunner arguments (--beam-preset). "none" leaves beam_pipeline_args alone.
@@ -207,6 +212,19 @@ class PipelineConfig:
         "Seconds the infra check waits for the candidate to load in a model server and "
         "answer its warmup requests before it refuses to bless it.",
     )
+    infra_check_server: str = _field(
+        "auto",
+        "Model server of the infra check: 'auto' (tensorflow_model_server on PATH, else "
+        "Docker when its daemon answers and INFRA_CHECK_IMAGE is present or can be pulled, "
+        "else the local server; the choice and why are recorded), or one of them by name. A "
+        "server asked for by name that cannot run fails the run as an infrastructure error.",
+        choices=list(INFRA_CHECK_SERVERS),
+    )
+    infra_check_image: str = _field(
+        TF_SERVING_IMAGE,
+        "TF Serving image the infra check runs with Docker (the release of the pinned "
+        "tensorflow-serving-api).",
+    )
 
     # --- Serving directory ---
     keep_versions: int = _field(
@@ -332,6 +350,7 @@ def _validate(config: PipelineConfig) -> None:
     if config.image_size < 0:
         raise ConfigError("image_size: must be 0 (backbone default) or a positive size")
     for name, allowed in (
+        ("infra_check_server", INFRA_CHECK_SERVERS),
         ("resize_mode", RESIZE_MODES),
         ("optimizer", OPTIMIZERS),
         ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
@@ -399,6 +418,10 @@ def _validate(config: PipelineConfig) -> None:
     for name in ("trainer_cpu", "trainer_memory_gb"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name}: must be 0 (unset) or positive, got {getattr(config, name)}")
+    if not config.infra_check_image or any(c.isspace() for c in config.infra_check_image):
+        raise ConfigError(
+            f"infra_check_image: an image name without spaces, got {config.infra_check_image!r}"
+        )
     if any(c.isspace() for c in config.container_image):
         raise ConfigError(
             f"container_image: must not contain spaces, got {config.container_image!r}"
