@@ -1,8 +1,12 @@
-"""Versions of one model on disk, loaded, warmed up and reported the way TF Serving does.
+"""Model versions on disk, loaded, warmed up, run and reported the way TF Serving does.
 
-``ModelManager`` polls ``SERVING_DIR/MODEL_NAME`` for integer version folders, loads new ones
-(replaying their warmup requests), unloads removed ones, and keeps each version's status,
-errors included, for ``ModelService.GetModelStatus``.
+- ``LoadedVersion``: one SavedModel version in a TF Session; Predict, Classify, Regress and
+  MultiInference with TF Serving's checks and messages; warmup replay.
+- ``ModelManager`` polls ``SERVING_DIR/MODEL_NAME`` for integer version folders, loads the ones
+  its VersionPolicy wants (replaying their warmup requests), unloads the others, and keeps each
+  version's status, errors included, for ``ModelService.GetModelStatus``.
+- ``ServerCore``: several models from a ModelServerConfig (``parse_model_server_config``),
+  with version labels.
 """
 
 from __future__ import annotations

@@ -1,27 +1,28 @@
 """A local server that speaks TensorFlow Serving's REST and gRPC APIs, for development.
 
-It serves the integer version directories under ``SERVING_DIR/MODEL_NAME`` (what the pipeline's
-Pusher writes) the way ``tensorflow_model_server --model_name=NAME --model_base_path=PATH`` does:
+It serves what ``tensorflow_model_server`` serves, under its flags: one model
+(``--model_name``/``--model_base_path``: integer version folders, as the Pusher writes them) or
+the models of a ModelServerConfig (``--model_config_file``, the Pusher's ``models.config``):
 
-- REST (tornado): ``GET /v1/models/NAME[/versions/N]``, ``GET .../metadata`` and
-  ``POST /v1/models/NAME[/versions/N]:predict`` with the "instances" (row) or "inputs"
-  (columnar) JSON formats; errors as ``{"error": "..."}`` with TF Serving's HTTP status codes.
-- gRPC (``tensorflow-serving-api`` stubs): ``PredictionService.Predict``,
-  ``PredictionService.GetModelMetadata`` and ``ModelService.GetModelStatus``.
-- The model folder is polled: new versions are loaded, removed ones unloaded; only directories
-  with a ``saved_model.pb`` are considered, and a version that fails to load is reported with
-  its error in the model status, never taking the server down.
-- Warmup requests (``assets.extra/tf_serving_warmup_requests``) are replayed at load, and a
-  version whose warmup fails is not served, as in TF Serving.
+- REST (tornado): ``GET /v1/models/NAME[/versions/N | /labels/L][/metadata]``,
+  ``POST /v1/models/NAME[/versions/N | /labels/L]:predict`` ("instances" or "inputs"),
+  ``:classify`` and ``:regress`` ("examples", "context"); errors as ``{"error": "..."}`` with
+  TF Serving's HTTP status codes; Prometheus metrics at the MonitoringConfig's path.
+- gRPC (``tensorflow-serving-api`` stubs): ``PredictionService`` Predict, Classify, Regress,
+  MultiInference, GetModelMetadata; ``ModelService`` GetModelStatus, HandleReloadConfigRequest.
+- Model folders are polled (new versions loaded, removed ones unloaded, a broken version
+  reported in the model status, never taking the server down); the config file too.
+- Warmup records are replayed at load; concurrent requests can be batched.
 
 Production uses the real TF Serving; this module exists because no ``tensorflow_model_server``
-binary or Docker engine is available here. The wire protocol (JSON<->tensor conversion after
-tensorflow_serving/util/json_tensor.cc, TF Serving's status and HTTP codes) is in
-``serving.protocol``; loading, warmup and version polling in ``serving.model_manager``; this
-module holds the transports, the server and its command line.
+binary is available here. The wire protocol is in ``serving.protocol``; Session-run versions,
+model configs, labels, warmup and polling in ``serving.model_manager``; batching in
+``serving.batching``; metrics in ``serving.metrics``; this module holds the APIs over them,
+the transports, the server and its command line.
 
-    python -m serving.server --model-base-path outputs/serving/image_classifier
-    python -m serving.server --model-base-path ... --port 0 --rest-api-port 0   # free ports
+    python -m serving.server --model_base_path=outputs/serving/image_classifier
+    python -m serving.server --model_config_file=outputs/serving/models.config \
+        --models_config_base_path=/models --port=0 --rest_api_port=0   # free ports
 """
 
 from __future__ import annotations
