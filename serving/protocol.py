@@ -694,7 +694,10 @@ def example_from_json(value: Any):
         raise invalid_argument(f"Example must be JSON object but got JSON {_json_type(value)}")
     example = example_pb2.Example()
     for name, content in value.items():
-        feature = example.features.feature[name]
+        try:
+            feature = example.features.feature[name]
+        except (UnicodeEncodeError, ValueError):  # A lone surrogate: not valid UTF-8.
+            raise invalid_argument(f"Feature name {_json_repr(name)} is not valid UTF-8") from None
         for item in content if isinstance(content, list) else [content]:
             _add_feature_value(item, name, feature)
     return example

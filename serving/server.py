@@ -139,9 +139,10 @@ class ServingApi:
             )
         except ServingError as err:
             return err.http_status, err.to_json()
-        except Exception as err:  # noqa: BLE001 - answer 500, keep serving
+        except Exception as err:  # noqa: BLE001 - answer with a status, keep serving
             logger.exception("Unexpected error answering %s %s", method, uri)
-            return 500, python_error_status(err).to_json()
+            error = python_error_status(err)
+            return error.http_status, error.to_json()
 
     def _rest(self, route: RestRoute, body: bytes) -> bytes:
         name, version, label = route.model_name, route.version, route.label

@@ -367,6 +367,7 @@ def test_classify_regress_json_becomes_examples_with_typed_features():
         ({"examples": [{"x": 2**63}]}, "Feature: x has uint64 element. Only int64 is supported."),
         ({"examples": [{"x": 1e300}]}, "to float without loss of precision"),
         ({"context": [], "examples": [{}]}, "Example must be JSON object but got JSON Array"),
+        ({"examples": [{"\ud800": 1}]}, 'Feature name "\\ud800" is not valid UTF-8'),
     ],
 )
 def test_bad_classify_regress_json(body, expected):
