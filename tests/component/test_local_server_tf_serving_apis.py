@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -47,6 +49,7 @@ from serving.server import (
     server_from_args,
 )
 from tests.component.test_local_server import TIMEOUT, b64, http_call, push, wait_until
+from tests.conftest import REPO_ROOT
 from tests.tiny_model import (
     CLASSIFY_SIGNATURE,
     REGRESS_SIGNATURE,
@@ -339,6 +342,29 @@ def test_serve_defaults_to_the_pushers_models_config(tmp_path, templates, png, m
         assert server.core.model_names() == ["image_classifier", "other"]
         assert predicted_class(server, "/v1/models/image_classifier:predict", png) == 2
         assert predicted_class(server, "/v1/models/other/versions/1:predict", png) == 3
+
+
+def test_tfx_image_pipeline_serve_command_serves_the_pushed_models(tmp_path, templates, png):
+    """The command itself, in a child process, from a folder holding outputs/serving/."""
+    serving_dir = tmp_path / "outputs" / "serving"
+    layout.publish_version(str(templates["tiny2"]), str(serving_dir / "image_classifier"))
+    layout.write_models_config(str(serving_dir), "/models")
+    ready = tmp_path / "ready.json"
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, "-m", "pipeline", "serve", "--port=-1", "--rest_api_port=0"]
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen(
+            [*command, f"--ready_file={ready}"], cwd=tmp_path, env=env, stdout=log, stderr=log
+        )
+    try:
+        assert wait_until(lambda: ready.exists() or process.poll() is not None, timeout=180)
+        assert ready.exists(), (tmp_path / "serve.log").read_text()[-3000:]
+        port = json.loads(ready.read_text())["rest_port"]
+        server = argparse.Namespace(rest_port=port)
+        assert predicted_class(server, "/v1/models/image_classifier:predict", png) == 2
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0, (tmp_path / "serve.log").read_text()[-3000:]
 
 
 # --- Classify, Regress, MultiInference --------------------------------------------------------
