@@ -101,10 +101,6 @@ def read_signature_defs(saved_model_dir: str | os.PathLike) -> dict[str, Any]:
     raise ServingError("NOT_FOUND", f"No MetaGraph tagged 'serve' in {saved_model_dir}")
 
 
-def _signature_outputs_error(signature, known: set[str]) -> str:
-    return f"Outputs expected to be in the set {{{','.join(sorted(known))}}}."
-
-
 class LoadedVersion:
     """One loaded SavedModel version: its signatures, run in a TF Session as TF Serving does.
 
@@ -312,8 +308,8 @@ class LoadedVersion:
         for alias in aliases:
             if alias not in known_outputs:
                 raise invalid_argument(
-                    f"output tensor alias not found in signature: {alias} "
-                    + _signature_outputs_error(definition, known_outputs)
+                    f"output tensor alias not found in signature: {alias} Outputs expected to "
+                    f"be in the set {{{','.join(sorted(known_outputs))}}}."
                 )
         if len(set(aliases)) != len(aliases):
             raise invalid_argument("duplicate output tensor alias")
