@@ -15,6 +15,14 @@ Calls are sequential (one client, one request in flight), interleaved over sever
 that drift on a shared machine hits every path alike. REST bodies are built once (base64 is
 the client's cost, outside the timing); parsing the response is inside it, as is turning gRPC
 output protos into arrays. Writes the "Serving latency" section of BENCHMARKS.md.
+
+With ``--throughput`` (or ``--only throughput``) it also measures concurrent clients: 1, 4 and
+16 client threads, each sending batch-1 requests back to back for a fixed time, against
+``serving_default`` called from as many threads in-process, the local server with batching
+off, and the local server with ``--enable_batching`` (a BatchingParameters file written by this
+script), all loaded at once and interleaved over rounds. Reports images/s and per-request
+p50/p99. Target: batching on at 16 clients gives at least 1.5x the images/s of batching off.
+Writes the "Serving throughput: concurrent clients and batching" section.
 """
 
 from __future__ import annotations
@@ -36,13 +44,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
+from serving.batching import read_batching_parameters  # noqa: E402
 from serving.model_manager import scan_versions  # noqa: E402
 from serving.server import start_server_subprocess  # noqa: E402
 from trainer_module import features  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTION = "Serving latency"
+THROUGHPUT_SECTION = "Serving throughput: concurrent clients and batching"
 DECODE_TARGET = 0.10  # decode + resize may add at most 10% to the p50
+BATCHING_TARGET = 1.5  # batching on at 16 clients: at least 1.5x the images/s of batching off
+# The throughput run serves with the batching parameters the deploy files ship.
+BATCHING_PARAMETERS_FILE = REPO_ROOT / "deploy" / "tf-serving" / "batching_parameters.txt"
 
 
 def _images(folder: Path, count: int) -> list[bytes]:
@@ -304,6 +317,194 @@ def run(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _run_clients(
+    call: Callable[[int], object], clients: int, seconds: float
+) -> tuple[int, float, list[float]]:
+    """``clients`` threads calling ``call(client_index)`` back to back for ``seconds``;
+    returns (calls made, wall seconds, per-call latencies)."""
+    import threading
+
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    start_barrier = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+    deadline = [0.0]
+
+    def client(index: int) -> None:
+        start_barrier.wait()
+        try:
+            while time.perf_counter() < deadline[0]:
+                started = time.perf_counter()
+                call(index)
+                latencies[index].append(time.perf_counter() - started)
+        except BaseException as err:  # noqa: BLE001 - reported by the caller
+            errors.append(err)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    deadline[0] = time.perf_counter() + seconds
+    started = time.perf_counter()
+    start_barrier.wait()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"a client failed: {errors[0]}") from errors[0]
+    flat = [latency for per_client in latencies for latency in per_client]
+    return len(flat), wall, flat
+
+
+def run_throughput(args: argparse.Namespace) -> str:
+    """Concurrent batch-1 clients: in-process, server with batching off, and on."""
+    import concurrent.futures
+
+    import tensorflow as tf
+
+    load_before = os.getloadavg()[0]
+    model_dir = Path(args.model_dir).resolve()
+    versions = scan_versions(model_dir)
+    if not versions:
+        raise SystemExit(f"no version directory with a saved_model.pb under {model_dir}")
+    version = max(versions)
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    images = _images(Path(args.images), max(concurrency))
+
+    print(f"loading {versions[version]} in-process", flush=True)
+    loaded = tf.saved_model.load(versions[version])
+    serve = loaded.signatures[features.SERVING_SIGNATURE]
+    encoded = [tf.constant([image]) for image in images]
+    size = int(
+        loaded.tft_layer(
+            {
+                features.IMAGE_KEY: tf.reshape(encoded[0], [-1, 1]),
+                features.LABEL_KEY: tf.fill([1, 1], "unused"),
+            }
+        )[features.TRANSFORMED_IMAGE_KEY].shape[1]
+    )
+    parameters = BATCHING_PARAMETERS_FILE
+    options = read_batching_parameters(parameters)
+    threads_flag = f"--grpc_max_threads={max(concurrency)}"
+    print("starting the local server twice: batching off and on", flush=True)
+    servers = {
+        "off": start_server_subprocess(
+            model_dir,
+            poll_interval=0,
+            rest_port=None,
+            startup_timeout=600,
+            extra_args=[threads_flag],
+        ),
+        "on": start_server_subprocess(
+            model_dir,
+            poll_interval=0,
+            rest_port=None,
+            startup_timeout=600,
+            extra_args=[
+                threads_flag,
+                "--enable_batching",
+                f"--batching_parameters_file={parameters}",
+            ],
+        ),
+    }
+    paths = {
+        "in-process serving_default": None,
+        "gRPC, batching off": "off",
+        "gRPC, batching on": "on",
+    }
+    clients: dict[str, _GrpcClient] = {}
+    try:
+        clients = {k: _GrpcClient(s.grpc_target, model_dir.name) for k, s in servers.items()}
+        requests = {k: [c.request([image]) for image in images] for k, c in clients.items()}
+
+        def caller(path: str) -> Callable[[int], object]:
+            server = paths[path]
+            if server is None:
+                return lambda i: serve(images=encoded[i])[features.PROBABILITIES_OUTPUT].numpy()
+            client, reqs = clients[server], requests[server]
+            return lambda i: client.predict(reqs[i])
+
+        # Batched answers must be each request's own: compare 16 concurrent answers.
+        reference = [serve(images=e)[features.PROBABILITIES_OUTPUT].numpy()[0] for e in encoded]
+        with concurrent.futures.ThreadPoolExecutor(len(images)) as pool:
+            answers = list(
+                pool.map(lambda i: clients["on"].predict(requests["on"][i]), range(len(images)))
+            )
+        worst = max(
+            float(np.abs(a[features.PROBABILITIES_OUTPUT][0] - r).max())
+            for a, r in zip(answers, reference, strict=True)
+        )
+        agreement = (
+            f"yes (largest probability difference {worst:.1e})"
+            if worst <= 1e-5
+            else f"**no** (largest probability difference {worst:.1e})"
+        )
+        print(f"batched answers agree with in-process: {agreement}", flush=True)
+
+        for path in paths:  # Warm-up at the highest concurrency.
+            _run_clients(caller(path), max(concurrency), args.warmup_seconds)
+        totals: dict[tuple[str, int], list] = {
+            (p, c): [0, 0.0, []] for p in paths for c in concurrency
+        }
+        for round_index in range(args.throughput_rounds):
+            for count in concurrency:
+                for path in paths:
+                    calls, wall, latencies = _run_clients(caller(path), count, args.seconds)
+                    total = totals[(path, count)]
+                    total[0] += calls
+                    total[1] += wall
+                    total[2] += latencies
+                    print(
+                        f"round {round_index + 1}: {path}, {count} clients: "
+                        f"{calls / wall:.1f} images/s",
+                        flush=True,
+                    )
+    finally:
+        for client in clients.values():
+            client.close()
+        for server in servers.values():
+            server.stop()
+
+    def rate(path: str, count: int) -> float:
+        calls, wall, _ = totals[(path, count)]
+        return calls / wall
+
+    top = max(concurrency)
+    gain = rate("gRPC, batching on", top) / rate("gRPC, batching off", top)
+    verdict = "met" if gain >= BATCHING_TARGET else "**missed**"
+    lines = [
+        f"Model: `{model_dir.name}` version {version} ({size}x{size} input). Each client "
+        "thread sends one image (batch 1) at a time, back to back, for "
+        f"{args.seconds:.0f} s per measurement; {args.throughput_rounds} interleaved rounds over "
+        "the three paths after a warm-up. The two servers (child processes, `--grpc_max_threads="
+        f"{top}`) and the clients share the machine's cores. Batching on: "
+        f"`--enable_batching --batching_parameters_file={parameters.relative_to(REPO_ROOT)}`"
+        f" (max_batch_size {options.max_batch_size}, batch_timeout_micros "
+        f"{options.batch_timeout_micros}, max_enqueued_batches {options.max_enqueued_batches}, "
+        f"num_batch_threads {options.num_batch_threads})"
+        + f". 1-minute load average {load_before:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end (on {os.cpu_count()} cores).",
+        "",
+        f"Batched answers equal each request's own in-process answer: {agreement}.",
+        "",
+        "| Path | Clients | images/s | p50 ms | p99 ms | images/s vs in-process |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for count in concurrency:
+        base = rate("in-process serving_default", count)
+        for path in paths:
+            latencies = totals[(path, count)][2]
+            lines.append(
+                f"| {path} | {count} | {rate(path, count):.1f} | "
+                f"{1e3 * _percentile(latencies, 50):.1f} | {1e3 * _percentile(latencies, 99):.1f}"
+                f" | {rate(path, count) / base:.2f}x |"
+            )
+    lines += [
+        "",
+        f"Target: with batching on at {top} clients, at least {BATCHING_TARGET}x the images/s "
+        f"of batching off. Measured: {gain:.2f}x, {verdict}.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -317,13 +518,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations-32", type=int, default=20, help="Batch-32 calls per round.")
     parser.add_argument("--warmup", type=int, default=5, help="Warm-up calls per path.")
     parser.add_argument(
+        "--only",
+        choices=("latency", "throughput", "both"),
+        default="latency",
+        help="Which measurements to run: the sequential latency section (default), the "
+        "concurrent throughput section, or both.",
+    )
+    parser.add_argument(
+        "--concurrency", default="1,4,16", help="Client thread counts (default 1,4,16)."
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="Seconds per throughput measurement."
+    )
+    parser.add_argument(
+        "--throughput-rounds", type=int, default=2, help="Interleaved throughput rounds."
+    )
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=3.0, help="Warm-up per throughput path."
+    )
+    parser.add_argument(
         "--no-write", action="store_true", help="Print the section without writing BENCHMARKS.md."
     )
     args = parser.parse_args(argv)
-    section = run(args)
-    print(section)
-    if not args.no_write:
-        write_section(SECTION, section)
+    sections = []
+    if args.only in ("latency", "both"):
+        sections.append((SECTION, run(args)))
+    if args.only in ("throughput", "both"):
+        sections.append((THROUGHPUT_SECTION, run_throughput(args)))
+    for name, section in sections:
+        print(section)
+        if not args.no_write:
+            write_section(name, section)
     return 0
 
 

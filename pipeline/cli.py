@@ -358,7 +358,7 @@ _HELP = {
 _DELEGATED: dict[str, Callable[[list[str]], int]] = {
     "export-data": _export_data,
     "serve": lambda argv: _serving_command(
-        "serve", "serving.server", "add_serve_arguments", "run_serve", argv
+        "serve", "serving.server", "add_pipeline_serve_arguments", "run_serve", argv
     ),
     "predict": lambda argv: _serving_command(
         "predict", "serving.client", "add_predict_arguments", "run_predict", argv

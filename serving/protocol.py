@@ -111,6 +111,30 @@ def invalid_argument(message: str) -> ServingError:
     return ServingError("INVALID_ARGUMENT", message)
 
 
+def python_error_status(err: BaseException, prefix: str = "") -> ServingError:
+    """A TF Serving-shaped status for an exception raised inside Python's own code.
+
+    TF Serving's C++ never says ``UnicodeDecodeError: 'utf-8' codec can't decode...``; its
+    JSON parser (rapidjson) says ``Invalid encoding in string. at offset: N``. Python's
+    exception names and wording are replaced by such messages, with the byte offset kept.
+    """
+    if isinstance(err, ServingError):
+        return err
+    if isinstance(err, UnicodeDecodeError):
+        return invalid_argument(f"{prefix}Invalid encoding in string. at offset: {err.start}")
+    if isinstance(err, UnicodeEncodeError):
+        return invalid_argument(f"{prefix}Invalid encoding in string. at offset: {err.start}")
+    if isinstance(err, RecursionError):
+        return invalid_argument(f"{prefix}The document is nested too deeply to parse.")
+    if isinstance(err, MemoryError):
+        return ServingError("RESOURCE_EXHAUSTED", f"{prefix}Out of memory")
+    if isinstance(err, json.JSONDecodeError):
+        return invalid_argument(f"{prefix}{err.msg} at offset: {err.pos}")
+    if isinstance(err, TypeError | ValueError):
+        return invalid_argument(f"{prefix}{err}")
+    return ServingError("INTERNAL", f"{prefix}{err}")
+
+
 def code_name(code: int) -> str:
     """The canonical name of a numeric status code (``tf.errors.OpError.error_code``)."""
     return _CODE_NAMES.get(code, "UNKNOWN")
@@ -360,7 +384,7 @@ def parse_json_body(body: bytes | str) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise invalid_argument(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except (RecursionError, UnicodeDecodeError, ValueError) as err:
-        raise invalid_argument(f"JSON Parse error: {type(err).__name__}: {err}") from None
+        raise python_error_status(err, "JSON Parse error: ") from None
     if not isinstance(document, dict):
         raise invalid_argument(f"JSON Value: {_json_repr(document)} Is not object")
     return document
@@ -605,6 +629,161 @@ def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str
 def dumps(payload: Any) -> bytes:
     """JSON bytes as TF Serving writes them (NaN and Infinity as bare tokens)."""
     return json.dumps(payload, allow_nan=True).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Classify and regress over REST (json_tensor.cc FillClassifyRegressRequestFromJson)
+# ---------------------------------------------------------------------------------------------
+
+
+def _feature_kind_error(name: str, kind: str | None) -> ServingError:
+    names = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
+    return invalid_argument(
+        f"Unexpected element type in feature: {name} expecting type: "
+        f"{names.get(kind or '', 'UNKNOWN')}"
+    )
+
+
+def _add_feature_value(value: Any, name: str, feature) -> None:
+    """One JSON value appended to a tf.train.Feature (json_tensor.cc AddValueToFeature)."""
+    kind = feature.WhichOneof("kind")
+
+    def check(wanted: str) -> None:
+        if kind not in (None, wanted):
+            raise _feature_kind_error(name, kind)
+
+    if value is None or isinstance(value, list):
+        raise invalid_argument(
+            f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}"
+        )
+    if isinstance(value, bool):
+        check("int64_list")
+        feature.int64_list.value.append(1 if value else 0)
+    elif isinstance(value, dict):
+        if not is_b64_object(value):
+            raise invalid_argument(
+                f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}"
+            )
+        check("bytes_list")
+        feature.bytes_list.value.append(decode_b64_object(value))
+    elif isinstance(value, str):
+        check("bytes_list")
+        feature.bytes_list.value.append(value.encode("utf-8", "surrogatepass"))
+    elif isinstance(value, float):
+        check("float_list")
+        if math.isfinite(value) and abs(value) > 3.4028234663852886e38:
+            raise invalid_argument(
+                f"Cannot convert JSON value: {_json_repr(value)} to float without loss of "
+                "precision."
+            )
+        feature.float_list.value.append(value)
+    else:
+        check("int64_list")
+        if value >= 2**63:
+            raise invalid_argument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+        if value < -(2**63):
+            raise invalid_argument(f"Feature: {name} has element out of the int64 range.")
+        feature.int64_list.value.append(value)
+
+
+def example_from_json(value: Any):
+    """A tf.train.Example from a JSON object of feature name -> value or list of values."""
+    from tensorflow.core.example import example_pb2
+
+    if not isinstance(value, dict):
+        raise invalid_argument(f"Example must be JSON object but got JSON {_json_type(value)}")
+    example = example_pb2.Example()
+    for name, content in value.items():
+        try:
+            feature = example.features.feature[name]
+        except (UnicodeEncodeError, ValueError):  # A lone surrogate: not valid UTF-8.
+            raise invalid_argument(f"Feature name {_json_repr(name)} is not valid UTF-8") from None
+        for item in content if isinstance(content, list) else [content]:
+            _add_feature_value(item, name, feature)
+    return example
+
+
+def parse_classify_regress_request(body: bytes | str, method: str):
+    """A REST :classify / :regress body as (signature_name, tensorflow.serving.Input)."""
+    from tensorflow_serving.apis import input_pb2
+
+    document = parse_json_body(body)
+    signature = signature_name_of(document)
+    request_input = input_pb2.Input()
+    has_context = "context" in document
+    if has_context:
+        request_input.example_list_with_context.context.CopyFrom(
+            example_from_json(document["context"])
+        )
+    if "examples" not in document:
+        raise invalid_argument(
+            f"JSON Value: {_json_repr(dict(document))} When method is {method}, key "
+            "'examples' is expected and was not found"
+        )
+    examples = document["examples"]
+    if not isinstance(examples, list):
+        raise invalid_argument(
+            f"JSON Value: {_json_repr(dict(document))} Expecting 'examples' value to be an "
+            "list/array"
+        )
+    if not examples:
+        raise invalid_argument(
+            f"JSON Value: {_json_repr(dict(document))} 'examples' value is an empty array"
+        )
+    target = (
+        request_input.example_list_with_context.examples
+        if has_context
+        else request_input.example_list.examples
+    )
+    for item in examples:
+        target.add().CopyFrom(example_from_json(item))
+    return signature, request_input
+
+
+def _score_json(score: float) -> Any:
+    return float(str(np.float32(score)))  # TF Serving writes floats in shortest form.
+
+
+def classification_result_json(result) -> dict:
+    """A ClassificationResult as TF Serving's REST API writes it: {"result": [[[label, score]]]}.
+
+    Without a classes output the label is ""; without a scores output the score is 0.
+    """
+    if not result.classifications:
+        raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
+    return {
+        "result": [
+            [[cls.label, _score_json(cls.score)] for cls in classifications.classes]
+            for classifications in result.classifications
+        ]
+    }
+
+
+def regression_result_json(result) -> dict:
+    """A RegressionResult as TF Serving's REST API writes it: {"result": [value, ...]}."""
+    if not result.regressions:
+        raise invalid_argument("Cannot convert empty RegressionResults to JSON")
+    return {"result": [_score_json(r.value) for r in result.regressions]}
+
+
+def serialized_examples(request_input) -> np.ndarray:
+    """The DT_STRING batch a classify/regress signature is fed (util.cc
+    InputToSerializedExampleTensor): each Example serialized, with the context's bytes in
+    front when there is one, so the example's own features override the context's."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        serialized = [e.SerializeToString() for e in request_input.example_list.examples]
+    elif kind == "example_list_with_context":
+        with_context = request_input.example_list_with_context
+        context = with_context.context.SerializeToString()
+        serialized = [context + e.SerializeToString() for e in with_context.examples]
+    else:
+        serialized = []
+    if not serialized:
+        raise invalid_argument("Input is empty.")
+    array = np.empty(len(serialized), dtype=object)
+    array[:] = serialized
+    return array
 
 
 # ---------------------------------------------------------------------------------------------

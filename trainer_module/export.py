@@ -58,6 +58,18 @@ class _ServingModule(tf.Module):
         return self._predict(parsed[features.IMAGE_KEY])
 
     @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT_KEY)]
+    )
+    def classify_examples(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(inputs, self._image_spec)
+        probabilities = self._predict(parsed[features.IMAGE_KEY])[features.PROBABILITIES_OUTPUT]
+        classes = tf.tile(self.class_names[None], [tf.shape(probabilities)[0], 1])
+        return {
+            features.CLASSIFY_CLASSES_OUTPUT: classes,
+            features.CLASSIFY_SCORES_OUTPUT: probabilities,
+        }
+
+    @tf.function(
         input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT_KEY)]
     )
     def transform_labels(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -66,14 +78,44 @@ class _ServingModule(tf.Module):
         return {features.TRANSFORMED_LABEL_KEY: transformed[features.TRANSFORMED_LABEL_KEY]}
 
 
+def set_signature_method_names(export_dir: str, method_names: dict[str, str]) -> None:
+    """Sets the ``method_name`` of signatures in ``export_dir``'s saved_model.pb.
+
+    ``tf.saved_model.save`` marks every signature ``tensorflow/serving/predict``; TF Serving's
+    Classify and Regress APIs only run signatures marked ``tensorflow/serving/classify`` or
+    ``.../regress``. Written to a temporary file and renamed, so the file is never half-written.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(export_dir, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        for name, method_name in method_names.items():
+            if name not in meta_graph.signature_def:
+                raise KeyError(f"{path} has no signature {name!r}")
+            meta_graph.signature_def[name].method_name = method_name
+    temporary = f"{path}.tmp"
+    with tf.io.gfile.GFile(temporary, "wb") as f:
+        f.write(saved_model.SerializeToString())
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
 def write_warmup_requests(export_dir: str, encoded_images: list[bytes]) -> str:
     """Writes TF Serving warmup requests for ``serving_default`` built from real images.
 
     TF Serving replays ``assets.extra/tf_serving_warmup_requests`` when it loads a version,
-    so the first real request does not pay for graph tracing. One request per image and
-    one with the whole batch. Returns the file's path.
+    so the first real request does not pay for graph tracing. One predict request per image,
+    one with the whole batch, and one Classify request (``classification`` signature) with
+    the whole batch as tf.Examples. Returns the file's path.
     """
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        model_pb2,
+        predict_pb2,
+        prediction_log_pb2,
+    )
 
     def request(images: list[bytes]) -> prediction_log_pb2.PredictionLog:
         predict = predict_pb2.PredictRequest(
@@ -93,6 +135,16 @@ def write_warmup_requests(export_dir: str, encoded_images: list[bytes]) -> str:
         for image in encoded_images:
             writer.write(request([image]).SerializeToString())
         writer.write(request(list(encoded_images)).SerializeToString())
+        classify = classification_pb2.ClassificationRequest(
+            model_spec=model_pb2.ModelSpec(signature_name=features.CLASSIFY_SIGNATURE)
+        )
+        for image in encoded_images:
+            example = classify.input.example_list.examples.add()
+            example.features.feature[features.IMAGE_KEY].bytes_list.value.append(image)
+        log = prediction_log_pb2.PredictionLog(
+            classify_log=prediction_log_pb2.ClassifyLog(request=classify)
+        )
+        writer.write(log.SerializeToString())
     return path
 
 
@@ -102,10 +154,13 @@ def export_serving_model(
     export_dir: str,
     warmup_images: list[bytes] | None = None,
 ) -> None:
-    """Saves ``model`` with the transform graph and three signatures to ``export_dir``.
+    """Saves ``model`` with the transform graph and four signatures to ``export_dir``.
 
     - ``serving_default``: encoded image bytes [batch] -> probabilities, class_id, class_name
     - ``serving_examples``: serialized raw tf.Examples -> the same outputs
+    - ``classification``: serialized raw tf.Examples (``inputs``) -> ``classes`` (every class
+      name) and ``scores`` (their probabilities), a ``tensorflow/serving/classify`` signature
+      for TF Serving's Classify API
     - ``transform_features``: serialized raw tf.Examples -> label_id (used by TFMA)
 
     With ``warmup_images`` (encoded bytes of real images), TF Serving warmup requests are
@@ -115,8 +170,12 @@ def export_serving_model(
     signatures = {
         features.SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
         features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+        features.CLASSIFY_SIGNATURE: module.classify_examples.get_concrete_function(),
         features.TRANSFORM_SIGNATURE: module.transform_labels.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
+    set_signature_method_names(
+        export_dir, {features.CLASSIFY_SIGNATURE: features.CLASSIFY_METHOD_NAME}
+    )
     if warmup_images:
         write_warmup_requests(export_dir, warmup_images)

@@ -25,9 +25,15 @@ LABEL_VOCABULARY_NAME = "label_vocabulary"
 SERVING_SIGNATURE = "serving_default"  # encoded image bytes -> predictions
 EXAMPLES_SIGNATURE = "serving_examples"  # serialized raw tf.Examples -> predictions
 TRANSFORM_SIGNATURE = "transform_features"  # serialized raw tf.Examples -> transformed features
+CLASSIFY_SIGNATURE = "classification"  # TF Serving Classify API: tf.Examples -> classes, scores
 
 SERVING_INPUT_KEY = "images"  # serving_default input: tf.string [batch]
 EXAMPLES_INPUT_KEY = "examples"  # serving_examples / transform_features input: tf.string [batch]
+# The classification signature uses TF Serving's fixed keys (signature_constants.CLASSIFY_*).
+CLASSIFY_INPUT_KEY = "inputs"  # serialized raw tf.Examples, tf.string [batch]
+CLASSIFY_CLASSES_OUTPUT = "classes"  # string [batch, num_classes]: every class name
+CLASSIFY_SCORES_OUTPUT = "scores"  # float32 [batch, num_classes]: their probabilities
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 
 # Outputs of both prediction signatures.
 PROBABILITIES_OUTPUT = "probabilities"  # float32 [batch, num_classes]

@@ -269,7 +269,28 @@ def test_predict_grpc_metadata_and_status(served, png):
         ("GET", "/v1/models/nope/metadata", None, 404, "Servable not found for request"),
         ("GET", predict_path(), None, 400, "Malformed request"),
         ("PUT", f"/v1/models/{MODEL_NAME}", "{}", 400, "Malformed request"),
-        ("POST", f"/v1/models/{MODEL_NAME}:classify", "{}", 501, "does not implement"),
+        (
+            "POST",
+            f"/v1/models/{MODEL_NAME}:classify",
+            "{}",
+            400,
+            "When method is classify, key 'examples' is expected and was not found",
+        ),
+        (
+            "POST",
+            f"/v1/models/{MODEL_NAME}:classify",
+            {"examples": [{"image": b64(b"x")}]},
+            400,
+            "Expected classification signature method_name to be tensorflow/serving/classify. "
+            "Was: tensorflow/serving/predict",
+        ),
+        (
+            "POST",
+            f"/v1/models/{MODEL_NAME}/labels/stable:predict",
+            {"instances": [b64(b"x")]},
+            400,
+            "Unrecognized servable version label: stable",
+        ),
     ],
 )
 def test_bad_rest_requests_get_tf_serving_errors(served, png, method, path, body, status, message):
@@ -329,7 +350,8 @@ def test_bad_grpc_requests_get_status_codes(served, png):
         cases.append((request, grpc.StatusCode.INVALID_ARGUMENT, "image"))
         request = grpc_request(png)
         request.inputs[features.SERVING_INPUT_KEY].CopyFrom(tf.make_tensor_proto([1.0]))
-        cases.append((request, grpc.StatusCode.INVALID_ARGUMENT, "to be string"))
+        # The graph's own check, as TF Serving's Session::Run reports it.
+        cases.append((request, grpc.StatusCode.INVALID_ARGUMENT, "Type mismatch: actual float"))
         request = grpc_request(png)
         request.model_spec.signature_name = "nope"
         cases.append((request, grpc.StatusCode.FAILED_PRECONDITION, "nope"))
@@ -429,7 +451,9 @@ def test_warmup_requests_are_replayed_and_a_failing_warmup_fails_the_load(
     write_warmup_requests(str(good), [png, png])  # The exporter's own warmup writer.
     push(good, base, 1)
     with LocalModelServer(base, rest_port=0, grpc_port=None, poll_interval=0.1) as server:
-        assert server.manager.servable(MODEL_NAME).warmup_records == 3  # 2 single + 1 batch
+        # 2 single predicts, 1 batch predict, 1 Classify (its signature is missing here: see
+        # test_warmup_replays_every_record_kind for a model that has one).
+        assert server.manager.servable(MODEL_NAME).warmup_records == 4
         assert rest_class(server, png) == (1, "class_1")
 
         bad = tmp_path / "bad"

@@ -6,6 +6,8 @@ REST and gRPC must name real classes and agree with the SavedModel loaded in-pro
 from __future__ import annotations
 
 import argparse
+import base64
+import http.client
 import json
 import os
 import subprocess
@@ -103,3 +105,41 @@ def test_predict_client_over_rest_and_grpc_matches_in_process(pushed_model, hold
             [e["probability"] for e in grpc_row["top_k"]],
             atol=1e-6,
         )
+
+
+def test_classify_api_on_the_pushed_model_matches_in_process(pushed_model, holdout_dir):
+    """TF Serving's Classify API on the exported `classification` signature: REST :classify
+    with raw tf.Example features names every class, with the serving signature's probabilities."""
+    from serving.server import LocalModelServer
+
+    paths = sorted(holdout_dir.glob("*/*.png"))[:4]
+    loaded = tf.saved_model.load(str(pushed_model.version_dir))
+    expected = loaded.signatures[features.SERVING_SIGNATURE](
+        images=tf.constant([p.read_bytes() for p in paths])
+    )[features.PROBABILITIES_OUTPUT].numpy()
+    labels_file = pushed_model.version_dir / "assets" / features.LABEL_VOCABULARY_NAME
+    class_names = labels_file.read_text().split()
+
+    model_dir = pushed_model.serving_dir / pushed_model.model_name
+    with LocalModelServer(model_dir, rest_port=0, grpc_port=None, poll_interval=0) as server:
+        body = {
+            "signature_name": features.CLASSIFY_SIGNATURE,
+            "examples": [
+                {features.IMAGE_KEY: {"b64": base64.b64encode(p.read_bytes()).decode()}}
+                for p in paths
+            ],
+        }
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=120)
+        try:
+            connection.request(
+                "POST", f"/v1/models/{pushed_model.model_name}:classify", json.dumps(body)
+            )
+            response = connection.getresponse()
+            result = json.loads(response.read())
+        finally:
+            connection.close()
+    assert response.status == 200, result
+    assert len(result["result"]) == len(paths)
+    for row, probabilities in zip(result["result"], expected, strict=True):
+        assert [label for label, _ in row] == class_names
+        np.testing.assert_allclose([score for _, score in row], probabilities, atol=1e-5)

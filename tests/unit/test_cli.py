@@ -98,7 +98,7 @@ def _fake_serving_module(name: str, add: str, run: str, calls: list) -> types.Mo
 @pytest.mark.parametrize(
     ("command", "module", "add", "run"),
     [
-        ("serve", "serving.server", "add_serve_arguments", "run_serve"),
+        ("serve", "serving.server", "add_pipeline_serve_arguments", "run_serve"),
         ("predict", "serving.client", "add_predict_arguments", "run_predict"),
     ],
 )

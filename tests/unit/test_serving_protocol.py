@@ -312,3 +312,111 @@ def test_tensor_proto_round_trip_keeps_dtype_shape_and_values(array):
     assert back.shape == array.shape
     assert back.dtype == array.dtype
     assert back.tolist() == array.tolist()
+
+
+# --- Classify / regress requests and results ---------------------------------------------------
+
+
+def test_classify_regress_json_becomes_examples_with_typed_features():
+    from serving.protocol import parse_classify_regress_request, serialized_examples
+
+    signature, request_input = parse_classify_regress_request(
+        json.dumps(
+            {
+                "signature_name": "classify_x",
+                "context": {"country": "fr", "weights": [0.5, 1.5]},
+                "examples": [{"x": 1, "flag": True, "raw": b64(b"\x00\xff")}, {"x": [2, 3]}],
+            }
+        ),
+        "classify",
+    )
+    assert signature == "classify_x"
+    context = request_input.example_list_with_context.context.features.feature
+    assert context["country"].bytes_list.value == [b"fr"]
+    assert list(context["weights"].float_list.value) == [0.5, 1.5]
+    first, second = request_input.example_list_with_context.examples
+    assert first.features.feature["x"].int64_list.value == [1]
+    assert first.features.feature["flag"].int64_list.value == [1]
+    assert first.features.feature["raw"].bytes_list.value == [b"\x00\xff"]
+    assert second.features.feature["x"].int64_list.value == [2, 3]
+    # Serialized with the context in front: the example's own features override it.
+    serialized = serialized_examples(request_input)
+    assert serialized.shape == (2,) and serialized[0].startswith(
+        request_input.example_list_with_context.context.SerializeToString()
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({}, "When method is classify, key 'examples' is expected and was not found"),
+        ({"examples": {}}, "Expecting 'examples' value to be an list/array"),
+        ({"examples": []}, "'examples' value is an empty array"),
+        ({"examples": [1]}, "Example must be JSON object but got JSON Number"),
+        ({"examples": [{"x": None}]}, "Feature: x has element with unexpected JSON type: Null"),
+        ({"examples": [{"x": [[1]]}]}, "Feature: x has element with unexpected JSON type: Array"),
+        ({"examples": [{"x": {"a": 1}}]}, "Feature: x has element with unexpected JSON type"),
+        (
+            {"examples": [{"x": [1, 2.5]}]},
+            "Unexpected element type in feature: x expecting type: int64",
+        ),
+        (
+            {"examples": [{"x": [1.5, "a"]}]},
+            "Unexpected element type in feature: x expecting type: float",
+        ),
+        ({"examples": [{"x": 2**63}]}, "Feature: x has uint64 element. Only int64 is supported."),
+        ({"examples": [{"x": 1e300}]}, "to float without loss of precision"),
+        ({"context": [], "examples": [{}]}, "Example must be JSON object but got JSON Array"),
+        ({"examples": [{"\ud800": 1}]}, 'Feature name "\\ud800" is not valid UTF-8'),
+    ],
+)
+def test_bad_classify_regress_json(body, expected):
+    from serving.protocol import parse_classify_regress_request
+
+    with pytest.raises(ServingError) as info:
+        parse_classify_regress_request(json.dumps(body), "classify")
+    assert info.value.code == "INVALID_ARGUMENT"
+    assert expected in info.value.message
+
+
+def test_classification_and_regression_results_as_tf_serving_writes_them():
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    from serving.protocol import classification_result_json, regression_result_json
+
+    result = classification_pb2.ClassificationResult()
+    for label, score in (("cat", 0.1), ("dog", 0.9)):
+        cls = result.classifications.add().classes.add()
+        cls.label, cls.score = label, score
+    assert classification_result_json(result) == {"result": [[["cat", 0.1]], [["dog", 0.9]]]}
+    regression = regression_pb2.RegressionResult()
+    regression.regressions.add().value = 2.5
+    assert regression_result_json(regression) == {"result": [2.5]}
+    for empty, convert in (
+        (classification_pb2.ClassificationResult(), classification_result_json),
+        (regression_pb2.RegressionResult(), regression_result_json),
+    ):
+        with pytest.raises(ServingError, match="Cannot convert empty"):
+            convert(empty)
+
+
+def test_python_exceptions_become_tf_serving_shaped_statuses():
+    from serving.protocol import python_error_status
+
+    try:
+        b"ab\xff".decode("utf-8")
+    except UnicodeDecodeError as err:
+        status = python_error_status(err, "JSON Parse error: ")
+    assert (status.code, status.message) == (
+        "INVALID_ARGUMENT",
+        "JSON Parse error: Invalid encoding in string. at offset: 2",
+    )
+    status = python_error_status(RecursionError("maximum recursion depth exceeded"))
+    assert status.code == "INVALID_ARGUMENT" and "recursion" not in status.message
+    assert python_error_status(MemoryError()).code == "RESOURCE_EXHAUSTED"
+    assert python_error_status(KeyError("x")).code == "INTERNAL"
+    body = b'{"instances": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    with pytest.raises(ServingError) as info:
+        parse(body)
+    assert info.value.message.startswith("JSON Parse error: ")
+    assert "RecursionError" not in info.value.message
