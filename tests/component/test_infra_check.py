@@ -687,6 +687,8 @@ def test_kubeflow_v2_compiles_the_infra_check(tmp_path):
     assert parameters == {
         "model_name": {"stringValue": MODEL_NAME},
         "timeout_seconds": {"intValue": "60"},
+        "server": {"stringValue": "auto"},
+        "image": {"stringValue": "tensorflow/serving:2.16.1"},
     }
     pusher_inputs = spec["root"]["dag"]["tasks"]["VersionedPusher"]["inputs"]["artifacts"]
     assert pusher_inputs["infra_blessing"]["taskOutputArtifact"] == {
