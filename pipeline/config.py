@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from components.image_example_gen.options import DATA_FORMATS, DEFAULT_MAX_IMAGE_PIXELS
+from components.image_example_gen.formats import DATA_FORMATS
+from components.image_example_gen.options import DEFAULT_MAX_IMAGE_PIXELS
 from trainer_module.backbone_specs import (
     BACKBONES,
     LEARNING_RATE_SCHEDULES,

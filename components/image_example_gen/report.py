@@ -26,55 +26,50 @@ class Reason:
     description: str
 
 
+# The reasons every format shares; each format module adds its own (formats/*.py
+# ``skip_reasons``), registered by the formats package.
 _REASON_LIST = (
     # Not images at all: skipped, never counted as bad.
     Reason("hidden_file", False, "hidden file or folder (name starts with '.')"),
     Reason("not_an_image_file", False, "extension is not an image extension"),
-    Reason("not_in_a_class_folder", False, "file beside the class folders, not inside one"),
     Reason("symlinked_folder", False, "symbolic link to a folder (not followed)"),
-    Reason("not_a_tfrecord_file", False, "file name is not a TFRecord name"),
     # Bad inputs: counted.
     Reason("outside_root", True, "path leaves the data root (symlink, '..' or absolute path)"),
     Reason("missing_file", True, "file does not exist (manifest row or broken symlink)"),
     Reason("empty_label", True, "the manifest row has no label"),
     Reason("bad_label", True, "label holds control characters (newline, tab...)"),
-    Reason("bad_manifest_row", True, "manifest row without a path"),
-    Reason("duplicate_manifest_row", True, "the manifest lists this path again (first kept)"),
     Reason("unreadable", True, "the file could not be read"),
     Reason("empty_file", True, "zero-byte file"),
     Reason("not_an_image", True, "content is not a recognised image (e.g. text named .jpg)"),
     Reason("corrupt_image", True, "truncated or corrupt: TensorFlow's decoder rejects it"),
     Reason("unsupported_format", True, "an image format or pixel type that is not accepted"),
     Reason("too_many_pixels", True, "width x height above max_image_pixels"),
-    Reason("corrupt_record_file", True, "TFRecord file is corrupt from this record on"),
-    Reason("bad_record", True, "TFRecord record is not a tf.train.Example"),
-    Reason("missing_feature", True, "TFRecord record lacks the image or label feature"),
-    Reason("unknown_label_id", True, "integer label has no name in the labels file"),
 )
 REASONS = {r.code: r for r in _REASON_LIST}
 
-# Reason codes, importable so no module repeats the strings.
+
+def register_reasons(reasons: tuple[Reason, ...]) -> None:
+    """Adds a format's own skip reasons to REASONS; a code may not change its meaning."""
+    for reason in reasons:
+        if REASONS.get(reason.code, reason) != reason:
+            raise ValueError(f"skip reason {reason.code!r} is registered twice, differently")
+        REASONS[reason.code] = reason
+
+
+# Shared reason codes, importable so no module repeats the strings.
 HIDDEN_FILE = "hidden_file"
 NOT_AN_IMAGE_FILE = "not_an_image_file"
-NOT_IN_A_CLASS_FOLDER = "not_in_a_class_folder"
 SYMLINKED_FOLDER = "symlinked_folder"
-NOT_A_TFRECORD_FILE = "not_a_tfrecord_file"
 OUTSIDE_ROOT = "outside_root"
 MISSING_FILE = "missing_file"
 EMPTY_LABEL = "empty_label"
 BAD_LABEL = "bad_label"
-BAD_MANIFEST_ROW = "bad_manifest_row"
-DUPLICATE_MANIFEST_ROW = "duplicate_manifest_row"
 UNREADABLE = "unreadable"
 EMPTY_FILE = "empty_file"
 NOT_AN_IMAGE = "not_an_image"
 CORRUPT_IMAGE = "corrupt_image"
 UNSUPPORTED_FORMAT = "unsupported_format"
 TOO_MANY_PIXELS = "too_many_pixels"
-CORRUPT_RECORD_FILE = "corrupt_record_file"
-BAD_RECORD = "bad_record"
-MISSING_FEATURE = "missing_feature"
-UNKNOWN_LABEL_ID = "unknown_label_id"
 
 
 class SkippedInputError(ValueError):

@@ -1,0 +1,150 @@
+"""A CSV/TSV manifest: a header row, a path column and a label column.
+
+Paths are relative to the manifest's folder and must stay inside the data root. The whole
+manifest is one input split, partitioned by hash.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import posixpath
+
+from components.image_example_gen import image_files, report
+from components.image_example_gen.formats.base import InputFormat
+from components.image_example_gen.image_files import (
+    ALL_SPLIT,
+    ImageFile,
+    ImageFolderError,
+    Layout,
+    Listing,
+)
+from components.image_example_gen.options import IngestOptions, hash_split_buckets
+from components.image_example_gen.report import Reason, SkippedInputError
+
+BAD_MANIFEST_ROW = "bad_manifest_row"
+DUPLICATE_MANIFEST_ROW = "duplicate_manifest_row"
+
+
+class ManifestFormat(InputFormat):
+    """Rows of a CSV/TSV file (``options.manifest``)."""
+
+    name = "manifest"
+    skip_reasons = (
+        Reason(BAD_MANIFEST_ROW, True, "manifest row without a path"),
+        Reason(DUPLICATE_MANIFEST_ROW, True, "the manifest lists this path again (first kept)"),
+    )
+
+    def detect(self, root: str, folders: dict[str, str], options: IngestOptions) -> bool:
+        return bool(options.manifest)
+
+    def layout(self, root: str, options: IngestOptions) -> Layout:
+        return Layout(
+            self.name,
+            ((ALL_SPLIT, manifest_relative_path(root, options.manifest)),),
+            tuple(hash_split_buckets(options.eval_fraction, options.test_fraction)),
+        )
+
+    def list_split(self, root: str, split: str, pattern: str, options: IngestOptions) -> Listing:
+        return read_manifest(
+            root, pattern, options.manifest_path_column, options.manifest_label_column, split
+        )
+
+    def describe_source(self, pattern: str) -> str:
+        return f"manifest {pattern}"
+
+
+def manifest_relative_path(root: str, manifest: str) -> str:
+    """The manifest's path relative to ``root``; it must be a file inside the root."""
+    if not manifest:
+        raise ImageFolderError("manifest: no manifest file given for data_format 'manifest'")
+    if image_files.is_remote(root) or not os.path.isabs(manifest):
+        relative = posixpath.normpath(manifest.replace("\\", "/"))
+    else:
+        relative = os.path.relpath(manifest, root).replace(os.sep, "/")
+    if relative.startswith("../") or relative == ".." or posixpath.isabs(relative):
+        raise ImageFolderError(f"manifest: {manifest} is not inside the data root {root}")
+    return relative
+
+
+def read_manifest(
+    root: str, manifest: str, path_column: str, label_column: str, split: str = ALL_SPLIT
+) -> Listing:
+    """Reads a CSV (or TSV: ``.tsv``/``.tab``) manifest with a header row.
+
+    Paths are relative to the manifest's folder (``\\`` is read as ``/``) and must stay
+    inside the root; absolute paths, ``..`` escapes, symlinks out of the root, missing files,
+    empty labels and repeated paths are skipped with their reason.
+    """
+    manifest_path = image_files.join_path(root, manifest)
+    try:
+        text = image_files.read_bytes(manifest_path).decode("utf-8-sig")
+    except Exception as err:  # OSError, UnicodeDecodeError, tf.errors.NotFoundError
+        raise ImageFolderError(f"manifest: cannot read {manifest_path}: {err}") from None
+    delimiter = "\t" if manifest.lower().endswith((".tsv", ".tab")) else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = [h.strip() for h in next(reader, [])]
+    missing = [c for c in (path_column, label_column) if c not in header]
+    if missing:
+        raise ImageFolderError(
+            f"manifest {manifest_path}: no column {', '.join(repr(c) for c in missing)}; its "
+            f"header has {', '.join(repr(h) for h in header) or 'nothing'}. Set "
+            "manifest_path_column / manifest_label_column"
+        )
+    path_index, label_index = header.index(path_column), header.index(label_column)
+    base = posixpath.dirname(manifest)
+    remote = image_files.is_remote(root)
+    real_root = root if remote else os.path.realpath(root)
+    listing = Listing()
+    seen: dict[str, str] = {}
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        raw_path = row[path_index].strip() if path_index < len(row) else ""
+        raw_label = row[label_index] if label_index < len(row) else ""
+        where = f"{manifest} line {line}"
+        if not raw_path:
+            listing.facts.skip(f"{manifest}:{line}", BAD_MANIFEST_ROW, f"{where}: no path")
+            continue
+        path = raw_path.replace("\\", "/")
+        if (
+            posixpath.isabs(path)
+            or image_files.is_remote(path)
+            or (len(path) > 1 and path[1] == ":")
+        ):
+            listing.facts.skip(raw_path, report.OUTSIDE_ROOT, f"{where}: absolute path")
+            continue
+        relative = posixpath.normpath(posixpath.join(base, path))
+        if relative == ".." or relative.startswith("../"):
+            listing.facts.skip(raw_path, report.OUTSIDE_ROOT, f"{where}: leaves the data root")
+            continue
+        try:
+            label = image_files.normalize_label(raw_label)
+        except SkippedInputError as err:
+            listing.facts.skip(relative, err.reason, f"{where}: {err.detail}".rstrip(": "))
+            continue
+        if relative in seen:
+            same = "same label" if seen[relative] == label else f"first label {seen[relative]!r}"
+            listing.facts.skip(relative, DUPLICATE_MANIFEST_ROW, f"{where}: listed before ({same})")
+            continue
+        seen[relative] = label
+        size = -1
+        if not remote:
+            full = os.path.join(root, relative)
+            if not image_files.inside_root(full, real_root):
+                listing.facts.skip(
+                    relative, report.OUTSIDE_ROOT, f"{where}: symlink to {os.path.realpath(full)}"
+                )
+                continue
+            try:
+                size = os.stat(full).st_size
+            except OSError:
+                listing.facts.skip(relative, report.MISSING_FILE, where)
+                continue
+        listing.images.append(ImageFile(relative, label, split, size))
+    return listing
+
+
+FORMAT = ManifestFormat()
