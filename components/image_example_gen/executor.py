@@ -234,6 +234,7 @@ class Executor(BaseExampleGenExecutor):
             totals["skipped_bad"]
             or report_doc["duplicates"]["label_conflicts"]
             or report_doc["duplicates"]["across_splits"]
+            or report_doc.get("warnings")
         )
         _LOG.log(
             logging.WARNING if needs_attention else logging.INFO,

@@ -11,6 +11,8 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.image_example_gen.options import TRAIN_SPLIT
+
 REPORT_FILE_NAME = "ingestion_report.json"
 # Lists in the report are cut to this many entries (counts are always complete).
 MAX_LISTED = 10_000
@@ -72,6 +74,26 @@ UNSUPPORTED_FORMAT = "unsupported_format"
 TOO_MANY_PIXELS = "too_many_pixels"
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a report, a log line and Beam's UTF-8 coder.
+
+    File names are bytes: Python shows undecodable bytes as lone surrogates, which cannot be
+    encoded as UTF-8. They become ``\\xNN`` (the byte), and control characters (a newline in
+    a folder name) their escape (``\\n``), so one name is one line. Printable text is kept.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # os.fsdecode's surrogateescape of byte 0x80-0xFF
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
 class SkippedInputError(ValueError):
     """One input is skipped: ``reason`` is a code of ``REASONS``, ``detail`` says more."""
 
@@ -102,7 +124,7 @@ class Facts:
         """Records one skipped file."""
         if reason not in REASONS:
             raise KeyError(f"unknown skip reason {reason!r}")
-        self.skipped.append((path, reason, detail))
+        self.skipped.append((printable(path), reason, printable(detail)))
 
     def merge(self, other: Facts) -> Facts:
         """Adds ``other`` into this one; returns self."""
@@ -201,10 +223,37 @@ def build_report(facts: Facts, context: ReportContext) -> dict[str, Any]:
             "cross_split_groups": listed(cross_split),
             "groups_listed": listed(groups),
         },
-        "notes": sorted(set(facts.notes)),
+        "notes": sorted({printable(note) for note in facts.notes}),
+        "warnings": split_warnings(facts.ingested, list(context.split_sources)),
     }
     report["result"] = {"errors": check_report(report)}
     return report
+
+
+def split_warnings(ingested: collections.Counter, splits: list[str]) -> list[str]:
+    """One warning per class that some output split has no image of, with its counts.
+
+    A class with one image lands in one split only: the Trainer never sees it, or the
+    Evaluator cannot measure it. The run goes on; the warning says what to add.
+    """
+    per_class: dict[str, dict[str, int]] = collections.defaultdict(dict)
+    for (split, label), n in ingested.items():
+        if n:
+            per_class[label][split] = per_class[label].get(split, 0) + n
+    # An empty split is an error of its own (check_report): no per-class warnings for it.
+    filled = {split for (split, _), n in ingested.items() if n}
+    warnings = []
+    for label in sorted(per_class):
+        counts = per_class[label]
+        missing = [s for s in splits if s in filled and not counts.get(s)]
+        if missing and sum(counts.values()):
+            spread = ", ".join(f"{s} {counts.get(s, 0)}" for s in splits)
+            warnings.append(
+                f"class {printable(label)!r} has {sum(counts.values())} image(s) ({spread}): "
+                f"none in {', '.join(missing)}; add images of it, or it is "
+                + ("never trained on" if TRAIN_SPLIT in missing else "not evaluated")
+            )
+    return warnings
 
 
 def check_report(report: dict[str, Any]) -> list[str]:
@@ -279,6 +328,8 @@ def format_summary(report: dict[str, Any], examples_per_reason: int = 3) -> str:
         lines.append(f"  note: {note}")
     if len(report["notes"]) > 5:
         lines.append(f"  ... and {len(report['notes']) - 5} more notes")
+    for warning in report.get("warnings", []):
+        lines.append(f"  WARNING: {warning}")
     for error in report["result"]["errors"]:
         lines.append(f"  ERROR: {error}")
     lines.append(f"  report: {report['report_path']}")

@@ -121,5 +121,6 @@ class InputFormat:
             except errors as err:
                 facts.skip(relative_path, report.UNREADABLE, f"{type(err).__name__}: {err}")
                 continue
-            items.append(Item(relative_path, label, split, data))
+            # The id is printable: a name's undecodable bytes cannot travel as UTF-8.
+            items.append(Item(report.printable(relative_path), label, split, data))
         yield items, facts

@@ -48,15 +48,16 @@ def _list_class_folder(root: str, folder: str, split: str) -> Listing:
         label = ""
     else:
         label_error = None
-    found = 0
+    found = 0  # image files, listed or skipped for the folder's name
     for relative, name, size in image_files.walk_files(folder, root, listing.facts):
         if not image_files.has_image_extension(name):
             listing.facts.skip(relative, report.NOT_AN_IMAGE_FILE)
-        elif label_error is not None:
+            continue
+        found += 1
+        if label_error is not None:
             listing.facts.skip(relative, label_error.reason, label_error.detail)
         else:
             listing.images.append(ImageFile(relative, label, split, size))
-            found += 1
     if not found:
         listing.facts.notes.append(f"empty class folder {class_relative}/ (no image files)")
     return listing

@@ -10,6 +10,8 @@ import csv
 import io
 import os
 import posixpath
+from collections.abc import Iterator
+from typing import Any
 
 from components.image_example_gen import image_files, report
 from components.image_example_gen.formats.base import InputFormat
@@ -21,7 +23,7 @@ from components.image_example_gen.image_files import (
     Listing,
 )
 from components.image_example_gen.options import IngestOptions, hash_split_buckets
-from components.image_example_gen.report import Reason, SkippedInputError
+from components.image_example_gen.report import Facts, Reason, SkippedInputError
 
 BAD_MANIFEST_ROW = "bad_manifest_row"
 DUPLICATE_MANIFEST_ROW = "duplicate_manifest_row"
@@ -84,7 +86,12 @@ def read_manifest(
         raise ImageFolderError(f"manifest: cannot read {manifest_path}: {err}") from None
     delimiter = "\t" if manifest.lower().endswith((".tsv", ".tab")) else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = [h.strip() for h in next(reader, [])]
+    try:
+        header = [h.strip() for h in next(reader, [])]
+    except csv.Error as err:
+        raise ImageFolderError(
+            f"manifest {manifest_path}: the header row (line 1) cannot be read: {err}"
+        ) from None
     missing = [c for c in (path_column, label_column) if c not in header]
     if missing:
         raise ImageFolderError(
@@ -98,15 +105,33 @@ def read_manifest(
     real_root = root if remote else os.path.realpath(root)
     listing = Listing()
     seen: dict[str, str] = {}
-    for row in reader:
-        line = reader.line_num
+    for first, line, row in _rows(reader, manifest, listing.facts):
         if not any(cell.strip() for cell in row):
             continue
         raw_path = row[path_index].strip() if path_index < len(row) else ""
         raw_label = row[label_index] if label_index < len(row) else ""
+        if line > first and any("\n" in c or "\r" in c for c in (raw_path, raw_label)):
+            # A quote opened on line FIRST and closed (or not) on line LINE: the rows between
+            # are inside one field. Count every line it swallowed as a bad row.
+            _skip_lines(
+                listing.facts,
+                manifest,
+                first,
+                line,
+                f"a quoted field opened on line {first} runs to line {line} (an unclosed "
+                "quote?); the lines it swallowed are bad rows",
+            )
+            continue
         where = f"{manifest} line {line}"
         if not raw_path:
             listing.facts.skip(f"{manifest}:{line}", BAD_MANIFEST_ROW, f"{where}: no path")
+            continue
+        if not raw_path.isprintable():
+            listing.facts.skip(
+                f"{manifest}:{line}",
+                BAD_MANIFEST_ROW,
+                f"{where}: the path holds a NUL byte or another control character",
+            )
             continue
         path = raw_path.replace("\\", "/")
         if (
@@ -145,6 +170,32 @@ def read_manifest(
                 continue
         listing.images.append(ImageFile(relative, label, split, size))
     return listing
+
+
+def _rows(reader: Any, manifest: str, facts: Facts) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, cells) of each row; a row the csv module rejects (a NUL byte,
+    a field over its 128 kB limit) is recorded as bad rows, one per line, and reading goes on
+    with the next line."""
+    last = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            first, last = last + 1, reader.line_num
+            _skip_lines(facts, manifest, first, last, str(err))
+            continue
+        first, last = last + 1, reader.line_num
+        yield first, last, row
+
+
+def _skip_lines(facts: Facts, manifest: str, first: int, last: int, why: str) -> None:
+    """Records lines FIRST..LAST of the manifest as bad rows."""
+    for line in range(first, max(first, last) + 1):
+        where = f"{manifest} line {line}"
+        detail = why if line == first else f"inside the row that starts on line {first}: {why}"
+        facts.skip(f"{manifest}:{line}", BAD_MANIFEST_ROW, f"{where}: {detail}")
 
 
 FORMAT = ManifestFormat()

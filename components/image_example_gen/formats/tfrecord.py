@@ -90,12 +90,13 @@ class TFRecordFormat(InputFormat):
         relative_path, split = unit
         path = image_files.join_path(context.root, relative_path)
         facts, items, index = Facts(), [], 0
+        shown = report.printable(relative_path)
         try:
             with tf.io.gfile.GFile(path, "rb") as f:
                 compression = "GZIP" if f.read(2) == b"\x1f\x8b" else ""
             dataset = tf.data.TFRecordDataset(path, compression_type=compression)
             for serialized in dataset.as_numpy_iterator():
-                image_id = f"{relative_path}#{index}"
+                image_id = f"{shown}#{index}"
                 index += 1
                 try:
                     items.append(_record_item(serialized, image_id, split, context))
@@ -105,7 +106,7 @@ class TFRecordFormat(InputFormat):
                     yield items, facts
                     facts, items = Facts(), []
         except tf.errors.OpError as err:
-            facts.skip(f"{relative_path}#{index}", CORRUPT_RECORD_FILE, clean_tf_error(err))
+            facts.skip(f"{shown}#{index}", CORRUPT_RECORD_FILE, clean_tf_error(err))
         yield items, facts
 
 
