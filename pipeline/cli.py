@@ -111,6 +111,21 @@ def _print_yaml(document: dict[str, Any], comment: str) -> None:
     print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
 
 
+def _resolved(config: PipelineConfig) -> dict[str, Any]:
+    """The configuration with the values a run will use: the image size (0 means the
+    backbone's default) and the input format ('auto' is detected from the data root)."""
+    values = config.to_dict()
+    values["image_size"] = config.resolved_image_size
+    if config.data_format == "auto" and "://" not in config.data_root:
+        from components.image_example_gen.formats import detect_layout
+        from pipeline.config import ingest_options_of
+
+        values["data_format"] = detect_layout(
+            config.data_root, ingest_options_of(config)
+        ).data_format
+    return values
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_local_paths(config)
@@ -118,7 +133,10 @@ def _run(args: argparse.Namespace) -> int:
         from pipeline.pipeline import create_pipeline
 
         _print_yaml(
-            {"config": config.to_dict(), "components": _graph(_build(create_pipeline, config))},
+            {
+                "config": _resolved(config),
+                "components": _graph(_build(create_pipeline, config)),
+            },
             "dry run of `run`: resolved configuration and component graph; nothing was run",
         )
         return EXIT_OK
@@ -328,7 +346,9 @@ def _serving_command(
             f"available here ({type(err).__name__}: {err})",
         )
         return EXIT_FAILED
-    parser = argparse.ArgumentParser(prog=f"{PROG} {command}", description=_HELP[command])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog=f"{PROG} {command}", description=_HELP[command]
+    )
     add(parser)
     return int(handler(parser.parse_args(argv)) or 0)
 
@@ -371,6 +391,7 @@ _DELEGATED: dict[str, Callable[[list[str]], int]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with the run, compile and inspect subcommands."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG,
         description="Image-classification TFX pipeline: run locally, compile for Kubeflow "
         "Pipelines / Vertex AI, inspect runs, export data, serve and predict.",
@@ -379,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help=_HELP["run"], description=_HELP["run"])
+    run = commands.add_parser(
+        "run", help=_HELP["run"], description=_HELP["run"], allow_abbrev=False
+    )
     add_config_arguments(run)
     run.add_argument(
         "--dry-run",
@@ -388,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    compile_ = commands.add_parser("compile", help=_HELP["compile"], description=_HELP["compile"])
+    compile_ = commands.add_parser(
+        "compile", help=_HELP["compile"], description=_HELP["compile"], allow_abbrev=False
+    )
     compile_.add_argument(
         "--output",
         "-o",
@@ -405,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(compile_)
     compile_.set_defaults(handler=_compile)
 
-    inspect = commands.add_parser("inspect", help=_HELP["inspect"], description=_HELP["inspect"])
+    inspect = commands.add_parser(
+        "inspect", help=_HELP["inspect"], description=_HELP["inspect"], allow_abbrev=False
+    )
     inspect.add_argument("--run-id", help="Show only this run (default: every run).")
     inspect.add_argument("--last", type=int, metavar="N", help="Show only the last N runs.")
     inspect.add_argument("--json", action="store_true", help="Print JSON instead of text.")
@@ -413,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_inspect)
 
     defaults = commands.add_parser(
-        "defaults", help=_HELP["defaults"], description=_HELP["defaults"]
+        "defaults", help=_HELP["defaults"], description=_HELP["defaults"], allow_abbrev=False
     )
     defaults.set_defaults(handler=_defaults)
 

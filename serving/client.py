@@ -341,6 +341,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m serving.client",
         description="Send image files to a TensorFlow Serving endpoint; print the top classes.",
     )

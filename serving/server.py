@@ -799,6 +799,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m serving.server",
         description="Serve SERVING_DIR/MODEL_NAME over TensorFlow Serving's REST and gRPC APIs.",
     )

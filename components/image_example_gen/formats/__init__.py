@@ -33,6 +33,7 @@ __all__ = [
     "ReadContext",
     "detect_layout",
     "get_format",
+    "preflight",
 ]
 
 
@@ -58,3 +59,11 @@ def detect_layout(root: str, options: IngestOptions) -> Layout:
     if not is_dir(root):
         raise ImageFolderError(f"data root {root} is not a folder")
     return resolve_format(root, options).layout(root, options)
+
+
+def preflight(root: str, options: IngestOptions) -> Layout:
+    """The layout, after the checks one listing of the root's top can make (for config
+    validation and ``--dry-run``); raises ImageFolderError naming what to fix."""
+    layout = detect_layout(root, options)
+    get_format(layout.data_format).preflight(root, layout, options)
+    return layout

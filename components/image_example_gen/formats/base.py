@@ -7,6 +7,7 @@ Beam worker as one line of text.
 
     detect(root, folders, options)   does `data_format: auto` pick this format?
     layout(root, options)            input splits and their patterns (+ hash splits)
+    preflight(root, layout, options) cheap checks for config validation and --dry-run
     list_split(root, split, pattern, options) -> Listing   candidates and listing skips
     check_listing(listing, root)     fail early, before Beam, on an unusable root
     prepare(root, options, facts)    driver-side state every worker needs (e.g. labels)
@@ -76,6 +77,11 @@ class InputFormat:
     def list_split(self, root: str, split: str, pattern: str, options: IngestOptions) -> Listing:
         """The candidates of one input split, with the skips found while listing."""
         raise NotImplementedError
+
+    def preflight(self, root: str, layout: Layout, options: IngestOptions) -> None:
+        """Checks what a listing of the layout's top folders shows, before anything runs
+        (configuration validation, ``--dry-run``); raises ImageFolderError. Must stay cheap:
+        no recursive walk, no file read beyond a header."""
 
     def check_listing(self, listing: Listing, root: str) -> None:
         """Raises ImageFolderError when the listing cannot make a training set."""

@@ -10,9 +10,9 @@ import os
 
 from components.image_example_gen import image_files, report
 from components.image_example_gen.formats.base import InputFormat
-from components.image_example_gen.image_files import ImageFile, Listing
+from components.image_example_gen.image_files import ImageFile, ImageFolderError, Layout, Listing
 from components.image_example_gen.options import IngestOptions
-from components.image_example_gen.report import Reason, SkippedInputError
+from components.image_example_gen.report import Facts, Reason, SkippedInputError
 
 NOT_IN_A_CLASS_FOLDER = "not_in_a_class_folder"
 
@@ -36,6 +36,24 @@ class FoldersFormat(InputFormat):
             else:
                 listing.facts.skip(match.relative, NOT_IN_A_CLASS_FOLDER)
         return listing
+
+    def preflight(self, root: str, layout: Layout, options: IngestOptions) -> None:
+        """At least two class folders (one folder listing per input split)."""
+        classes: set[str] = set()
+        for _, pattern in layout.splits:
+            for match in image_files.matching_entries(root, pattern, Facts()):
+                if match.is_dir:
+                    classes.add(match.name)
+        if not classes:
+            raise ImageFolderError(
+                f"data_root: {root} holds no class folders; expected one subfolder of images "
+                "per class (or set manifest, or data_format tfrecord)"
+            )
+        if len(classes) == 1:
+            raise ImageFolderError(
+                f"data_root: {root} holds one class folder ({report.printable(classes.pop())}/); "
+                "a classifier needs at least two classes"
+            )
 
 
 def _list_class_folder(root: str, folder: str, split: str) -> Listing:

@@ -56,6 +56,23 @@ class ManifestFormat(InputFormat):
     def describe_source(self, pattern: str) -> str:
         return f"manifest {pattern}"
 
+    def preflight(self, root: str, layout: Layout, options: IngestOptions) -> None:
+        """The manifest exists (local roots) and its header names both columns."""
+        [(_, manifest)] = layout.splits
+        path = image_files.join_path(root, manifest)
+        if image_files.is_remote(root):
+            return
+        if not os.path.isfile(path):
+            raise ImageFolderError(f"manifest: {path} is not a file")
+        with open(path, "rb") as f:
+            first_line = f.readline(1 << 20)
+        _check_header(
+            _parse_header(first_line.decode("utf-8-sig", "replace"), manifest, path),
+            options.manifest_path_column,
+            options.manifest_label_column,
+            path,
+        )
+
 
 def manifest_relative_path(root: str, manifest: str) -> str:
     """The manifest's path relative to ``root``; it must be a file inside the root."""
@@ -84,21 +101,9 @@ def read_manifest(
         text = image_files.read_bytes(manifest_path).decode("utf-8-sig")
     except Exception as err:  # OSError, UnicodeDecodeError, tf.errors.NotFoundError
         raise ImageFolderError(f"manifest: cannot read {manifest_path}: {err}") from None
-    delimiter = "\t" if manifest.lower().endswith((".tsv", ".tab")) else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = [h.strip() for h in next(reader, [])]
-    except csv.Error as err:
-        raise ImageFolderError(
-            f"manifest {manifest_path}: the header row (line 1) cannot be read: {err}"
-        ) from None
-    missing = [c for c in (path_column, label_column) if c not in header]
-    if missing:
-        raise ImageFolderError(
-            f"manifest {manifest_path}: no column {', '.join(repr(c) for c in missing)}; its "
-            f"header has {', '.join(repr(h) for h in header) or 'nothing'}. Set "
-            "manifest_path_column / manifest_label_column"
-        )
+    reader = _reader(text, manifest)
+    header = _read_header(reader, manifest_path)
+    _check_header(header, path_column, label_column, manifest_path)
     path_index, label_index = header.index(path_column), header.index(label_column)
     base = posixpath.dirname(manifest)
     remote = image_files.is_remote(root)
@@ -170,6 +175,34 @@ def read_manifest(
                 continue
         listing.images.append(ImageFile(relative, label, split, size))
     return listing
+
+
+def _reader(text: str, manifest: str) -> Any:
+    delimiter = "\t" if manifest.lower().endswith((".tsv", ".tab")) else ","
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+
+def _read_header(reader: Any, manifest_path: str) -> list[str]:
+    try:
+        return [h.strip() for h in next(reader, [])]
+    except csv.Error as err:
+        raise ImageFolderError(
+            f"manifest {manifest_path}: the header row (line 1) cannot be read: {err}"
+        ) from None
+
+
+def _parse_header(first_line: str, manifest: str, manifest_path: str) -> list[str]:
+    return _read_header(_reader(first_line, manifest), manifest_path)
+
+
+def _check_header(header: list[str], path_column: str, label_column: str, path: str) -> None:
+    missing = [c for c in (path_column, label_column) if c not in header]
+    if missing:
+        raise ImageFolderError(
+            f"manifest {path}: no column {', '.join(repr(c) for c in missing)}; its "
+            f"header has {', '.join(repr(h) for h in header) or 'nothing'}. Set "
+            "manifest_path_column / manifest_label_column"
+        )
 
 
 def _rows(reader: Any, manifest: str, facts: Facts) -> Iterator[tuple[int, int, list[str]]]:

@@ -20,6 +20,7 @@ from components.image_example_gen.formats.base import (
 from components.image_example_gen.image_files import (
     TRAIN_SPLIT,
     ImageFolderError,
+    Layout,
     Listing,
     RecordFile,
 )
@@ -73,6 +74,27 @@ class TFRecordFormat(InputFormat):
                 f"no TFRecord files found under {root}; expected files named *.tfrecord, "
                 "*.tfrecords, *.tfrec (optionally .gz) in the root or in split folders"
             )
+
+    def preflight(self, root: str, layout: Layout, options: IngestOptions) -> None:
+        """TFRecord files where the layout looks (one folder listing per input split)."""
+        listing = Listing()
+        for split, pattern in layout.splits:
+            listing.extend(self.list_split(root, split, pattern, options))
+        if not listing.records:
+            folders = (
+                "; it holds folders: use data_format folders"
+                if any(
+                    reason == NOT_A_TFRECORD_FILE and path.endswith("/")
+                    for path, reason, _ in listing.facts.skipped
+                )
+                else ""
+            )
+            raise ImageFolderError(
+                f"data_format: tfrecord, but no TFRecord files (*.tfrecord, *.tfrecords, "
+                f"*.tfrec, optionally .gz) are under {root}{folders}"
+            )
+        if options.labels_file:
+            read_labels_file(root, options.labels_file)
 
     def prepare(self, root: str, options: IngestOptions, facts: Facts) -> list[str] | None:
         labels = read_labels_file(root, options.labels_file)
