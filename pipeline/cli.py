@@ -207,9 +207,9 @@ class _ServedVersion:
     pushed_by_run: str | None
 
 
-def _served_versions(config: PipelineConfig, pushed: dict[str, str]) -> list[_ServedVersion]:
-    model_dir = Path(config.model_serving_dir)
-    if "://" in config.serving_dir or not model_dir.is_dir():
+def _served_versions(model_folder: str, pushed: dict[str, str]) -> list[_ServedVersion]:
+    model_dir = Path(model_folder)
+    if "://" in model_folder or not model_dir.is_dir():
         return []
     versions = sorted(
         (p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
@@ -226,6 +226,17 @@ def _served_versions(config: PipelineConfig, pushed: dict[str, str]) -> list[_Se
             )
         )
     return result
+
+
+def _inspected_model_dir(args: argparse.Namespace, config: PipelineConfig, summaries: list) -> str:
+    """SERVING_DIR/MODEL_NAME to list: as given, else the one the latest run pushed to
+    (read from its Pusher in MLMD, so a run's non-default --model-name is found)."""
+    given = any(getattr(args, name, None) is not None for name in ("model_name", "serving_dir"))
+    if not given and args.config is None:
+        for summary in reversed(summaries):
+            if summary.model_dir:
+                return summary.model_dir
+    return config.model_serving_dir
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -249,13 +260,14 @@ def _inspect(args: argparse.Namespace) -> int:
     pushed = {
         os.path.normpath(s.pushed_destination): s.run_id for s in summaries if s.pushed_destination
     }
-    versions = _served_versions(config, pushed)
+    model_dir = _inspected_model_dir(args, config, summaries)
+    versions = _served_versions(model_dir, pushed)
     if args.json:
         document = {
             "metadata_path": config.metadata_path,
             "pipeline_name": config.pipeline_name,
             "runs": [dataclasses.asdict(s) for s in summaries],
-            "serving_dir": config.model_serving_dir,
+            "serving_dir": model_dir,
             "served_versions": [dataclasses.asdict(v) for v in versions],
         }
         print(json.dumps(document, indent=2))
@@ -265,7 +277,7 @@ def _inspect(args: argparse.Namespace) -> int:
     for summary in summaries:
         print(format_summary(summary))
         print()
-    print(f"Serving directory {config.model_serving_dir}:")
+    print(f"Serving directory {model_dir}:")
     if not versions:
         print("  no pushed versions")
     for v in versions:
