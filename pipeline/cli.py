@@ -112,17 +112,17 @@ def _print_yaml(document: dict[str, Any], comment: str) -> None:
 
 
 def _resolved(config: PipelineConfig) -> dict[str, Any]:
-    """The configuration with the values a run will use: the image size (0 means the
-    backbone's default) and the input format ('auto' is detected from the data root)."""
-    values = config.to_dict()
-    values["image_size"] = config.resolved_image_size
-    if config.data_format == "auto" and "://" not in config.data_root:
+    """The values a run will use where the configuration leaves the choice to it: the image
+    size (0 means the backbone's default) and the input format ('auto' is detected from the
+    data root). Shown beside the configuration, which stays loadable as it is."""
+    values: dict[str, Any] = {"image_size": config.resolved_image_size}
+    data_format = config.data_format
+    if data_format == "auto" and "://" not in config.data_root:
         from components.image_example_gen.formats import detect_layout
         from pipeline.config import ingest_options_of
 
-        values["data_format"] = detect_layout(
-            config.data_root, ingest_options_of(config)
-        ).data_format
+        data_format = detect_layout(config.data_root, ingest_options_of(config)).data_format
+    values["data_format"] = data_format
     return values
 
 
@@ -134,7 +134,8 @@ def _run(args: argparse.Namespace) -> int:
 
         _print_yaml(
             {
-                "config": _resolved(config),
+                "config": config.to_dict(),
+                "resolved": _resolved(config),
                 "components": _graph(_build(create_pipeline, config)),
             },
             "dry run of `run`: resolved configuration and component graph; nothing was run",
@@ -172,6 +173,7 @@ def _compile(args: argparse.Namespace) -> int:
         _print_yaml(
             {
                 "config": config.to_dict(),
+                "resolved": _resolved(config),
                 "components": _graph(tfx_pipeline),
                 "kubeflow": {
                     "output": str(Path(output).resolve()),

@@ -145,8 +145,8 @@ def test_dry_run_shows_the_image_size_and_format_it_will_use(capsys, tmp_path):
     code, out, err = _dry_run(capsys, tmp_path, f"--data-root={SAMPLE}")
     assert code == 0, err
     document = yaml.safe_load(out)
-    assert document["config"]["image_size"] == 224  # efficientnet_lite0's default
-    assert document["config"]["data_format"] == "folders"
+    assert document["resolved"] == {"image_size": 224, "data_format": "folders"}
+    assert document["config"]["image_size"] == 0  # the configuration itself, loadable as is
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders anyway")
