@@ -195,3 +195,36 @@ def test_every_format_lists_a_hostile_root_without_raising(tmp_path):
         doc = report.build_report(facts, _context(1.0))
         assert all(p["path"].isprintable() for p in doc["skipped"]), name
         get_format(name)  # the table holds it
+
+
+# --- Found by the fuzz tests (test_fuzz.py) ---------------------------------------------
+
+
+def test_a_manifest_row_naming_a_folder_is_a_bad_row(tmp_path):
+    root = _manifest_root(tmp_path, 1)
+    write(root / "m.csv", "path,label\n.,cat\nimg,dog\nimg/0.png,cat\n")
+    listing = read_manifest(str(root), "m.csv", "path", "label")
+    assert [f.relative_path for f in listing.images] == ["img/0.png"]
+    bad = _bad_rows(listing.facts)
+    assert bad == {
+        "m.csv:2": "m.csv line 2: . is not a file",
+        "m.csv:3": "m.csv line 3: img is not a file",
+    }
+
+
+def test_a_jpeg_frame_with_zero_components_is_not_taken_for_an_image():
+    import io
+
+    from PIL import Image
+
+    from components.image_example_gen.image_check import check_image, jpeg_header
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 1)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 9] = 0  # the frame header's component count
+    assert jpeg_header(bytes(data)) is None
+    with pytest.raises(report.SkippedInputError) as err:
+        check_image(bytes(data), 1_000_000)
+    assert err.value.reason in (report.CORRUPT_IMAGE, report.NOT_AN_IMAGE)

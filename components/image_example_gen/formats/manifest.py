@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import posixpath
+import stat
 from collections.abc import Iterator
 from typing import Any
 
@@ -169,10 +170,16 @@ def read_manifest(
                 )
                 continue
             try:
-                size = os.stat(full).st_size
+                status = os.stat(full)
             except OSError:
                 listing.facts.skip(relative, report.MISSING_FILE, where)
                 continue
+            if not stat.S_ISREG(status.st_mode):  # '.', 'img/', a device...
+                listing.facts.skip(
+                    f"{manifest}:{line}", BAD_MANIFEST_ROW, f"{where}: {raw_path} is not a file"
+                )
+                continue
+            size = status.st_size
         listing.images.append(ImageFile(relative, label, split, size))
     return listing
 
