@@ -35,7 +35,12 @@ class ManifestFormat(InputFormat):
 
     name = "manifest"
     skip_reasons = (
-        Reason(BAD_MANIFEST_ROW, True, "manifest row without a path"),
+        Reason(
+            BAD_MANIFEST_ROW,
+            True,
+            "manifest row without a path, unreadable as a row (NUL byte, field over 128 kB, "
+            "swallowed by an unclosed quote), or whose path is not a file name",
+        ),
         Reason(DUPLICATE_MANIFEST_ROW, True, "the manifest lists this path again (first kept)"),
     )
 
@@ -68,7 +73,7 @@ class ManifestFormat(InputFormat):
         with open(path, "rb") as f:
             first_line = f.readline(1 << 20)
         _check_header(
-            _parse_header(first_line.decode("utf-8-sig", "replace"), manifest, path),
+            _read_header(_reader(first_line.decode("utf-8-sig", "replace"), manifest), path),
             options.manifest_path_column,
             options.manifest_label_column,
             path,
@@ -196,10 +201,6 @@ def _read_header(reader: Any, manifest_path: str) -> list[str]:
         raise ImageFolderError(
             f"manifest {manifest_path}: the header row (line 1) cannot be read: {err}"
         ) from None
-
-
-def _parse_header(first_line: str, manifest: str, manifest_path: str) -> list[str]:
-    return _read_header(_reader(first_line, manifest), manifest_path)
 
 
 def _check_header(header: list[str], path_column: str, label_column: str, path: str) -> None:
