@@ -212,7 +212,9 @@ def normalize_label(raw: str) -> str:
     label = unicodedata.normalize("NFC", raw).strip()
     if not label:
         raise SkippedInputError(report.EMPTY_LABEL)
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in label):
+    # Cc: control characters; Cs: undecodable bytes of a file name; Zl/Zp: line and paragraph
+    # separators, which split the vocabulary file's lines for Python readers.
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in label):
         raise SkippedInputError(report.BAD_LABEL, f"label {label!r} holds control characters")
     return label
 

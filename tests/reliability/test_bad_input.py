@@ -228,3 +228,12 @@ def test_a_jpeg_frame_with_zero_components_is_not_taken_for_an_image():
     with pytest.raises(report.SkippedInputError) as err:
         check_image(bytes(data), 1_000_000)
     assert err.value.reason in (report.CORRUPT_IMAGE, report.NOT_AN_IMAGE)
+
+
+def test_a_label_with_a_line_separator_is_a_bad_label():
+    from components.image_example_gen.image_files import normalize_label
+
+    for separator in ("\u2028", "\u2029"):  # str.splitlines() splits the vocabulary file there
+        with pytest.raises(report.SkippedInputError) as err:
+            normalize_label(f"sea{separator}lion")
+        assert err.value.reason == report.BAD_LABEL
