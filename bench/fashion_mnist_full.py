@@ -151,6 +151,7 @@ def epoch_history(log_path: Path) -> list[tuple[int, float]]:
 
 def run_candidate(candidate: Candidate, data: Path, work: Path) -> dict[str, Any]:
     """Runs the pipeline for ``candidate`` and measures its model on the test folder."""
+    from pipeline.pipeline import ACCURACY_METRIC
     from pipeline.run_summary import open_store, summarize_run
 
     command = [
@@ -185,7 +186,7 @@ def run_candidate(candidate: Candidate, data: Path, work: Path) -> dict[str, Any
         "flags": " ".join((*COMMON_FLAGS, *candidate.flags)),
         "wall_s": wall,
         "components": {c.component_id: [c.state, c.seconds] for c in summary.components},
-        "eval_accuracy": summary.metrics.get("sparse_categorical_accuracy"),
+        "eval_accuracy": summary.metrics.get(ACCURACY_METRIC),
         "epochs": epoch_history(log_path),
         "load_average": [load_before, os.getloadavg()[0]],
         "test_accuracy": accuracy,

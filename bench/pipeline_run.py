@@ -50,11 +50,13 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="flags passed to local_runner.py")
     args = parser.parse_args()
 
+    from pipeline.pipeline import ACCURACY_METRIC
+
     walls, per_component, accuracies = [], {}, []
     for _ in range(args.runs):
         wall, components, metrics = run_once(args.extra)
         walls.append(wall)
-        accuracies.append(metrics.get("sparse_categorical_accuracy", float("nan")))
+        accuracies.append(metrics.get(ACCURACY_METRIC, float("nan")))
         for name, seconds in components.items():
             per_component.setdefault(name, []).append(seconds)
         print(f"run: {wall:.1f} s wall, eval accuracy {accuracies[-1]:.3f}")

@@ -117,14 +117,13 @@ PRESETS = {
 }
 
 
-def training_config(preset: Preset, epochs: int) -> dict[str, Any]:
-    """The Trainer's custom_config: every TrainingSettings field, from the pipeline config.
+def preset_config(preset: Preset, epochs: int) -> Any:
+    """The pipeline configuration of a preset: the pipeline's defaults plus the preset.
 
-    Built from ``pipeline.config`` defaults plus the preset, field by field as
-    ``pipeline.pipeline.create_pipeline`` passes them, so new settings follow along.
+    Both components get their custom_config from it through the pipeline's own builders
+    (``trainer_custom_config``, ``transform_custom_config``), so new settings follow along.
     """
     from pipeline.config import load_config
-    from trainer_module.train import TrainingSettings
 
     overrides = {
         "backbone": preset.backbone,
@@ -135,18 +134,7 @@ def training_config(preset: Preset, epochs: int) -> dict[str, Any]:
         # Every repeat must run all epochs; EarlyStopping itself costs nothing measurable.
         "early_stopping_patience": 0,
     }
-    config = load_config(None, overrides, validate=False)
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainingSettings)}
-    values["image_size"] = config.resolved_image_size
-    return values
-
-
-def transform_config(settings: dict[str, Any]) -> dict[str, Any]:
-    """The Transform's custom_config for the backbone (as create_pipeline builds it)."""
-    from trainer_module.backbone_specs import get_backbone_spec
-
-    spec = get_backbone_spec(settings["backbone"])
-    return {"image_size": settings["image_size"], "resize_mode": "stretch", **spec.normalization}
+    return load_config(None, overrides, validate=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -198,7 +186,7 @@ def _latest(root: Path, pattern: str) -> Path:
 
 
 def prepare_artifacts(
-    preset: Preset, settings: dict[str, Any], work: Path, idx_dir: Path
+    preset: Preset, transform_config: dict[str, Any], work: Path, idx_dir: Path
 ) -> dict[str, str]:
     """Examples (gzipped TFRecords, Split-train/Split-eval) and a Transform graph."""
     from tfx import v1 as tfx
@@ -226,7 +214,7 @@ def prepare_artifacts(
         preprocessing_fn=PREPROCESSING_FN,
         materialize=False,
         disable_statistics=True,
-        custom_config=transform_config(settings),
+        custom_config=transform_config,
     )
     prepare_root = work / "prepare"
     pipeline = tfx.dsl.Pipeline(
@@ -364,7 +352,7 @@ def worker_plain(job: dict[str, Any]) -> dict[str, Any]:
 
     start = time.perf_counter()
     settings = job["settings"]
-    size, batch_size, seed = settings["image_size"], settings["batch_size"], settings["seed"]
+    size, batch_size, seed = job["image_size"], settings["batch_size"], settings["seed"]
     spec = get_backbone_spec(settings["backbone"])
     tf.keras.utils.set_random_seed(seed)
     vocabulary_file = os.path.join(job["transform_graph"], "transform_fn", "assets")
@@ -404,7 +392,6 @@ def worker_plain(job: dict[str, Any]) -> dict[str, Any]:
         )
 
     num_train = _count(os.path.join(job["examples"], "Split-train", "*"))
-    pixel_range = 255.0 / (sum(spec.input_std) / 3)
 
     def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         images = augment_batch(
@@ -412,7 +399,7 @@ def worker_plain(job: dict[str, Any]) -> dict[str, Any]:
             settings["augment_flip"],
             settings["augment_zoom"],
             settings["augment_color"],
-            pixel_range,
+            spec.pixel_range,
         )
         return images, labels
 
@@ -425,8 +412,8 @@ def worker_plain(job: dict[str, Any]) -> dict[str, Any]:
     )
     validation = dataset("eval").batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
-    pretrained = spec.pretrained and settings["backbone_weights"] != "none"
-    backbone = build_backbone(settings["backbone"], size, settings["backbone_weights"])
+    pretrained = spec.starts_pretrained(settings["backbone_weights"])
+    backbone = build_backbone(spec, size, settings["backbone_weights"])
     model = build_classifier(
         backbone, size, len(class_names), settings["dropout"], pretrained=pretrained
     )
@@ -499,13 +486,12 @@ def markdown(
     repeats = len(steady["tfx"])
     weights = (
         "ImageNet weights"
-        if get_backbone_spec(settings["backbone"]).pretrained
-        and settings["backbone_weights"] != "none"
+        if get_backbone_spec(settings["backbone"]).starts_pretrained(settings["backbone_weights"])
         else "random init"
     )
     lines = [
         f"{_PRESET_MARK.format(preset.name)}",
-        f"### {settings['backbone']} at {settings['image_size']}x{settings['image_size']}",
+        f"### {settings['backbone']} at {preset.image_size}x{preset.image_size}",
         "",
         f"Measured {measured}.",
         "",
@@ -581,12 +567,15 @@ def kept_parts(run_now: list[str]) -> dict[str, str]:
 def run_preset(preset: Preset, args: argparse.Namespace) -> tuple[dict[str, Any], dict]:
     """Prepares the artifacts, runs both sides ``args.repeats`` times; returns the figures."""
     epochs = args.epochs or preset.epochs
-    settings = training_config(preset, epochs)
+    from pipeline.pipeline import trainer_custom_config, transform_custom_config
+
+    config = preset_config(preset, epochs)
+    settings = trainer_custom_config(config)
     repeats = args.repeats or preset.repeats
     print(f"\n=== {preset.name} ===\nTrainer custom_config: {json.dumps(settings)}", flush=True)
     work = Path(args.work_dir) / preset.name
     work.mkdir(parents=True, exist_ok=True)
-    artifacts = prepare_artifacts(preset, settings, work, Path(args.idx_dir))
+    artifacts = prepare_artifacts(preset, transform_custom_config(config), work, Path(args.idx_dir))
     print("artifacts:", artifacts, flush=True)
 
     results: dict[str, list] = {side: [] for side in SIDES}
@@ -594,7 +583,12 @@ def run_preset(preset: Preset, args: argparse.Namespace) -> tuple[dict[str, Any]
         run_dir = work / f"run{index}_{side}"
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
-        job = {**artifacts, "settings": settings, "run_dir": str(run_dir)}
+        job = {
+            **artifacts,
+            "settings": settings,
+            "image_size": config.resolved_image_size,
+            "run_dir": str(run_dir),
+        }
         print(f"[{index + 1}/{2 * repeats}] {SIDE_NAMES[side]} ...", flush=True)
         result = run_worker(side, job, run_dir / "worker.log")
         results[side].append(result)

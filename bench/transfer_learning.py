@@ -15,9 +15,14 @@ Two small-data comparisons, each training three candidates with the same budget 
 
 All candidates share image size, batch size, augmentation (``trainer_module.train.augment_batch``
 with the pipeline's defaults: horizontal flip, zoom 0.1), dropout and seed. Networks come from
-``trainer_module.models`` (build_backbone / build_classifier / set_backbone_trainable), so the
-benchmark measures what the pipeline trains. No validation split, no early stopping: the test
-set is evaluated once, after training, with the budgets fixed below before any run.
+``trainer_module.models`` (build_backbone / build_classifier) and train through run_fn's own
+phase code (``trainer_module.train.training_phases`` and ``fit_phase``, with the budget's
+``TrainingSettings``), so the benchmark measures what the pipeline trains. It does not call
+``run_fn`` itself, on purpose: the images are decoded once into memory instead of read from
+TFRecords through a tf.Transform graph (the same decode and normalization ops), there is no
+validation split, early stopping, TensorBoard or backup (the test set is evaluated once, after
+training, with the budgets fixed below before any run), and a from-scratch candidate's one
+phase gets E1 + E2 epochs, so that every candidate trains as many epochs.
 
 Datasets:
 
@@ -40,6 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -62,12 +68,9 @@ from pipeline.data_export import (  # noqa: E402
 )
 from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec  # noqa: E402
 from trainer_module.image_ops import decode_batch, normalize  # noqa: E402
-from trainer_module.models import (  # noqa: E402
-    build_backbone,
-    build_classifier,
-    set_backbone_trainable,
-)
-from trainer_module.train import augment_batch  # noqa: E402
+from trainer_module.models import build_backbone, build_classifier  # noqa: E402
+from trainer_module.settings import TrainingSettings  # noqa: E402
+from trainer_module.train import Phase, augment_batch, fit_phase, training_phases  # noqa: E402
 
 DEFAULT_CIFAR_DIR = Path("/work/shared/data/cifar10_subset")
 FASHION_MNIST_PER_CLASS = 100
@@ -95,6 +98,27 @@ class Budget:
     augment_zoom: float = 0.1
     augment_color: float = 0.0
     seed: int = 42
+
+    def training_settings(self, candidate: Candidate, pretrained: bool) -> TrainingSettings:
+        """run_fn's settings for this budget and candidate (Adam, constant learning rates).
+
+        A pretrained candidate trains E1 epochs in phase 1 and E2 in phase 2; one trained
+        from scratch has a single phase (as in run_fn), given E1 + E2 epochs so that every
+        candidate trains as many epochs.
+        """
+        shared = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(TrainingSettings)
+            if f.name in {g.name for g in dataclasses.fields(self)}
+        }
+        return TrainingSettings(
+            **shared,
+            backbone=candidate.backbone,
+            backbone_weights=candidate.weights,
+            epochs=self.phase1_epochs if pretrained else self.phase1_epochs + self.phase2_epochs,
+            fine_tune_epochs=self.phase2_epochs,
+            early_stopping_patience=0,
+        )
 
 
 # Chosen up front from the CPU cost of each candidate (about 20 minutes per benchmark on
@@ -173,7 +197,7 @@ def cifar10_dataset(root: Path, image_size: int, test_limit: int | None = None) 
     class_names = (root / "labels.txt").read_text().split()
 
     def decode(encoded: tf.Tensor, spec: BackboneSpec) -> tf.Tensor:
-        return decode_batch(encoded, image_size, spec.input_mean, spec.input_std, spec.bgr)
+        return decode_batch(encoded, image_size, spec)
 
     return Dataset(
         name="cifar10",
@@ -196,7 +220,7 @@ def _grayscale_to_model_input(images: tf.Tensor, image_size: int, spec: Backbone
     images = tf.cast(images, tf.float32)[..., tf.newaxis]
     images = tf.image.resize(images, [image_size, image_size])
     images = tf.clip_by_value(tf.image.grayscale_to_rgb(images), 0.0, 255.0)
-    return normalize(images, spec.input_mean, spec.input_std, spec.bgr)
+    return normalize(images, spec)
 
 
 def fashion_mnist_dataset(
@@ -246,11 +270,10 @@ def _train_dataset(
     images: tf.Tensor, labels: np.ndarray, budget: Budget, spec: BackboneSpec
 ) -> tf.data.Dataset:
     """Shuffled (fixed seed, reshuffled each epoch), batched, augmented training batches."""
-    pixel_range = 255.0 / (sum(spec.input_std) / 3)  # as trainer_module.train.make_dataset
 
     def augment(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x = augment_batch(
-            x, budget.augment_flip, budget.augment_zoom, budget.augment_color, pixel_range
+            x, budget.augment_flip, budget.augment_zoom, budget.augment_color, spec.pixel_range
         )
         return x, y
 
@@ -263,13 +286,12 @@ def _train_dataset(
     )
 
 
-def _compile(model: tf.keras.Model, learning_rate: float) -> None:
-    # As trainer_module.train._compile with the pipeline's default optimizer (adam).
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+def _phase_title(phase: Phase) -> str:
+    if phase.backbone_fraction is None:
+        return "whole network"
+    if phase.backbone_fraction == 0:
+        return "phase 1 (frozen backbone)"
+    return f"phase 2 (top {phase.backbone_fraction:.0%} unfrozen)"
 
 
 def _trainable_count(model: tf.keras.Model) -> int:
@@ -281,54 +303,36 @@ def run_candidate(candidate: Candidate, data: Dataset, budget: Budget) -> dict[s
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(budget.seed)
     spec = get_backbone_spec(candidate.backbone)
-    pretrained = spec.pretrained and candidate.weights != "none"
+    pretrained = spec.starts_pretrained(candidate.weights)
     print(f"\n=== {data.name}: {candidate.label} ===", flush=True)
 
     start = time.perf_counter()
     images = data.train_images(spec)
     train = _train_dataset(images, data.train_labels, budget, spec)
-    backbone = build_backbone(candidate.backbone, budget.image_size, candidate.weights)
+    backbone = build_backbone(spec, budget.image_size, candidate.weights)
     model = build_classifier(
         backbone, budget.image_size, len(data.class_names), budget.dropout, pretrained=pretrained
     )
-    if pretrained:
-        # run_fn's schedule: head on the frozen backbone, then the top of the backbone.
-        phases = [
-            ("phase 1 (frozen backbone)", 0.0, budget.learning_rate, budget.phase1_epochs),
-            (
-                f"phase 2 (top {budget.fine_tune_fraction:.0%} unfrozen)",
-                budget.fine_tune_fraction,
-                budget.fine_tune_learning_rate,
-                budget.phase2_epochs,
-            ),
-        ]
-    else:
-        epochs = budget.phase1_epochs + budget.phase2_epochs
-        phases = [("whole network", None, budget.learning_rate, epochs)]
+    settings = budget.training_settings(candidate, pretrained)
+    steps_per_epoch = math.ceil(data.num_train / budget.batch_size)
 
     phase_rows = []
     train_accuracy = float("nan")
-    for title, fraction, learning_rate, epochs in phases:
-        if fraction is not None:
-            set_backbone_trainable(model, fraction)
-        _compile(model, learning_rate)
-        trainable = _trainable_count(model)
-        print(
-            f"{title}: {epochs} epochs, lr {learning_rate:g}, {trainable:,} trainable weights",
-            flush=True,
-        )
+    for phase in training_phases(settings, pretrained):
+        title = _phase_title(phase)
+        print(f"{title}: {phase.epochs} epochs, lr {phase.learning_rate:g}", flush=True)
         phase_start = time.perf_counter()
-        history = model.fit(train, epochs=epochs, verbose=2)
+        history = fit_phase(model, phase, settings, train, steps_per_epoch)
         seconds = time.perf_counter() - phase_start
         train_accuracy = history.history["accuracy"][-1]
         phase_rows.append(
             {
                 "phase": title,
-                "epochs": epochs,
-                "learning_rate": learning_rate,
-                "trainable_weights": trainable,
+                "epochs": phase.epochs,
+                "learning_rate": phase.learning_rate,
+                "trainable_weights": _trainable_count(model),
                 "seconds": seconds,
-                "images_per_s": data.num_train * epochs / seconds,
+                "images_per_s": data.num_train * phase.epochs / seconds,
             }
         )
     train_seconds = time.perf_counter() - start

@@ -119,9 +119,10 @@ def _resolved(config: PipelineConfig) -> dict[str, Any]:
     data_format = config.data_format
     if data_format == "auto" and "://" not in config.data_root:
         from components.image_example_gen.formats import detect_layout
-        from pipeline.config import ingest_options_of
+        from components.image_example_gen.options import IngestOptions
 
-        data_format = detect_layout(config.data_root, ingest_options_of(config)).data_format
+        options = config.settings_for(IngestOptions)
+        data_format = detect_layout(config.data_root, options).data_format
     values["data_format"] = data_format
     return values
 
@@ -162,12 +163,12 @@ def _compile(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     kubeflow.check_compile_config(config)
-    output = args.output or kubeflow.default_output_path(config)
+    output = args.output or kubeflow.default_output_path(config, args.target)
     try:
-        spec_format = kubeflow.spec_format(output)
+        target = kubeflow.target_for(output, args.target)
     except ValueError as err:
         raise _UsageError(str(err)) from None
-    description = dict(kubeflow.SPEC_FORMATS.values())[spec_format]
+    description = dict(kubeflow.SPEC_FORMATS.values())[kubeflow.TARGETS[target]]
     if args.dry_run:
         tfx_pipeline = _build(kubeflow.build_kubeflow_pipeline, config)
         _print_yaml(
@@ -177,6 +178,7 @@ def _compile(args: argparse.Namespace) -> int:
                 "components": _graph(tfx_pipeline),
                 "kubeflow": {
                     "output": str(Path(output).resolve()),
+                    "target": target,
                     "format": description,
                     "image": config.container_image,
                     "trainer_resources": kubeflow.trainer_resources(config),
@@ -187,7 +189,7 @@ def _compile(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     try:
-        path = kubeflow.compile_pipeline(config, output)
+        path = kubeflow.compile_pipeline(config, output, target)
     except (ConfigError, _UsageError):
         raise
     except Exception as err:  # noqa: BLE001 - the TFX compiler raises many types
@@ -433,7 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         metavar="FILE",
         help="Local file to write: .yaml/.yml (Kubeflow Pipelines PipelineSpec) or .json "
-        "(Vertex AI PipelineJob). Default: OUTPUT_DIR/kubeflow/PIPELINE_NAME.yaml.",
+        "(Vertex AI PipelineJob). Default: OUTPUT_DIR/kubeflow/PIPELINE_NAME.yaml, or .json "
+        "for --target vertex.",
+    )
+    compile_.add_argument(
+        "--target",
+        choices=("kubeflow", "vertex"),
+        help="kubeflow: open-source Kubeflow Pipelines (PipelineSpec YAML); vertex: Vertex AI "
+        "Pipelines (PipelineJob JSON). Both schema 2.1 with no resolver tasks. Default: from "
+        "the --output extension (kubeflow without one).",
     )
     compile_.add_argument(
         "--dry-run",

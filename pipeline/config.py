@@ -23,14 +23,21 @@ import yaml
 
 from components.image_example_gen.formats import DATA_FORMATS, preflight
 from components.image_example_gen.options import DEFAULT_MAX_IMAGE_PIXELS, IngestOptions
-from trainer_module.backbone_specs import (
-    BACKBONES,
+from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
+from trainer_module.settings import (
     LEARNING_RATE_SCHEDULES,
     OPTIMIZERS,
     RESIZE_MODES,
-    BackboneSpec,
-    get_backbone_spec,
+    TrainingSettings,
+    TransformSettings,
 )
+
+# The infra check's server choices and default image (components.infra_check.checks, which
+# imports TensorFlow, so they are repeated here; a unit test keeps them equal).
+INFRA_CHECK_SERVERS = ("auto", "tensorflow_model_server", "docker", "local")
+TF_SERVING_IMAGE = "tensorflow/serving:2.16.1"
+
+_Settings = typing.TypeVar("_Settings")
 
 IN_PROCESS_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
@@ -215,6 +222,19 @@ class PipelineConfig:
         "Seconds the infra check waits for the candidate to load in a model server and "
         "answer its warmup requests before it refuses to bless it.",
     )
+    infra_check_server: str = _field(
+        "auto",
+        "Model server of the infra check: 'auto' (tensorflow_model_server on PATH, else "
+        "Docker when its daemon answers and INFRA_CHECK_IMAGE is present or can be pulled, "
+        "else the local server; the choice and why are recorded), or one of them by name. A "
+        "server asked for by name that cannot run fails the run as an infrastructure error.",
+        choices=list(INFRA_CHECK_SERVERS),
+    )
+    infra_check_image: str = _field(
+        TF_SERVING_IMAGE,
+        "TF Serving image the infra check runs with Docker (the release of the pinned "
+        "tensorflow-serving-api).",
+    )
 
     # --- Serving directory ---
     keep_versions: int = _field(
@@ -265,7 +285,11 @@ class PipelineConfig:
     @property
     def resolved_image_size(self) -> int:
         """The input size actually used: ``image_size`` or the backbone's default."""
-        return self.image_size or self.backbone_spec.default_image_size
+        return self.settings_for(TransformSettings).resolved_image_size
+
+    def settings_for(self, owner: type[_Settings]) -> _Settings:
+        """A component's settings dataclass (``owner``), filled from the same-named fields."""
+        return owner(**{f.name: getattr(self, f.name) for f in dataclasses.fields(owner)})
 
     @property
     def model_serving_dir(self) -> str:
@@ -325,72 +349,28 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def _validate(config: PipelineConfig) -> None:
-    """Checks value ranges and paths; raises ConfigError naming the first bad field."""
-    if config.backbone not in BACKBONES:
+    """Checks value ranges and paths; raises ConfigError naming the first bad field.
+
+    The settings that components own are checked by their owner's ``validate``.
+    """
+    for owner in (TransformSettings, TrainingSettings, IngestOptions):
+        try:
+            config.settings_for(owner).validate()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if config.infra_check_server not in INFRA_CHECK_SERVERS:
         raise ConfigError(
-            f"backbone: unknown backbone {config.backbone!r}; "
-            f"choose one of: {', '.join(sorted(BACKBONES))}"
+            f"infra_check_server: {config.infra_check_server!r} is not one of "
+            f"{', '.join(INFRA_CHECK_SERVERS)}"
         )
-    spec = config.backbone_spec
-    if config.image_size and config.image_size < spec.min_image_size:
-        raise ConfigError(
-            f"image_size: {config.image_size} is below the minimum of {spec.min_image_size} "
-            f"for backbone {spec.name!r} (0 selects its default, {spec.default_image_size})"
-        )
-    if config.image_size < 0:
-        raise ConfigError("image_size: must be 0 (backbone default) or a positive size")
     _check_input_batch_memory(config)
-    for name, allowed in (
-        ("resize_mode", RESIZE_MODES),
-        ("optimizer", OPTIMIZERS),
-        ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
-    ):
-        if getattr(config, name) not in allowed:
-            raise ConfigError(
-                f"{name}: {getattr(config, name)!r} is not one of {', '.join(allowed)}"
-            )
     weights = config.backbone_weights
     if weights not in ("imagenet", "none") and "://" not in weights and not os.path.isfile(weights):
         raise ConfigError(
             f"backbone_weights: {weights} is not a file; use 'imagenet', 'none' or the "
             "path of a Keras weights file"
         )
-    if config.fine_tune_epochs < 0:
-        raise ConfigError("fine_tune_epochs: must be 0 (phase 2 off) or more")
-    if not 0 < config.fine_tune_fraction <= 1:
-        raise ConfigError(f"fine_tune_fraction: must be in (0, 1], got {config.fine_tune_fraction}")
-    if not 0 < config.fine_tune_learning_rate < 10:
-        raise ConfigError(
-            f"fine_tune_learning_rate: must be in (0, 10), got {config.fine_tune_learning_rate}"
-        )
-    if not 0 <= config.dropout <= 0.9:
-        raise ConfigError(f"dropout: must be between 0 and 0.9, got {config.dropout}")
-    if not 0 <= config.augment_zoom < 0.5:
-        raise ConfigError(f"augment_zoom: must be in [0, 0.5), got {config.augment_zoom}")
-    if not 0 <= config.augment_color <= 0.5:
-        raise ConfigError(f"augment_color: must be in [0, 0.5], got {config.augment_color}")
-    for name in ("epochs", "batch_size", "top_k", "keep_versions", "infra_check_timeout"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
-    if config.early_stopping_patience < 0:
-        raise ConfigError("early_stopping_patience: must be 0 (off) or more")
-    if not 0 < config.learning_rate < 10:
-        raise ConfigError(f"learning_rate: must be in (0, 10), got {config.learning_rate}")
-    if not 0.01 <= config.eval_fraction <= 0.5:
-        raise ConfigError(
-            f"eval_fraction: must be between 0.01 and 0.5, got {config.eval_fraction}"
-        )
-    if not 0.0 <= config.test_fraction <= 0.5:
-        raise ConfigError(f"test_fraction: must be between 0 and 0.5, got {config.test_fraction}")
-    if config.eval_fraction + config.test_fraction >= 0.9:
-        raise ConfigError(
-            "test_fraction: eval_fraction + test_fraction must leave images to train on"
-        )
-    if not 0.0 <= config.max_bad_fraction <= 1.0:
-        raise ConfigError(
-            f"max_bad_fraction: must be between 0 and 1, got {config.max_bad_fraction}"
-        )
-    for name in ("example_shard_mb", "max_image_pixels"):
+    for name in ("top_k", "keep_versions", "infra_check_timeout"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
     for name in ("accuracy_floor", "max_accuracy_drop"):
@@ -408,6 +388,10 @@ def _validate(config: PipelineConfig) -> None:
     for name in ("trainer_cpu", "trainer_memory_gb"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name}: must be 0 (unset) or positive, got {getattr(config, name)}")
+    if not config.infra_check_image or any(c.isspace() for c in config.infra_check_image):
+        raise ConfigError(
+            f"infra_check_image: an image name without spaces, got {config.infra_check_image!r}"
+        )
     if any(c.isspace() for c in config.container_image):
         raise ConfigError(
             f"container_image: must not contain spaces, got {config.container_image!r}"
@@ -447,13 +431,6 @@ def _check_input_batch_memory(config: PipelineConfig) -> None:
         )
 
 
-def ingest_options_of(config: PipelineConfig) -> IngestOptions:
-    """ImageExampleGen's options: the IngestOptions fields, read from the configuration."""
-    return IngestOptions(
-        **{f.name: getattr(config, f.name) for f in dataclasses.fields(IngestOptions)}
-    )
-
-
 def _check_data_layout(config: PipelineConfig) -> None:
     """What one listing of the data root's top shows, checked before anything runs.
 
@@ -461,9 +438,7 @@ def _check_data_layout(config: PipelineConfig) -> None:
     root (tfrecord on class folders), and a root with a single class folder.
     """
     try:
-        options = ingest_options_of(config)
-        options.validate()
-        preflight(config.data_root, options)
+        preflight(config.data_root, config.settings_for(IngestOptions))
     except ValueError as err:  # ImageFolderError too
         message = str(err)
         known = ("data_root", "data_format", "manifest", "labels_file", "eval_fraction")

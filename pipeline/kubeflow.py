@@ -31,6 +31,25 @@ SPEC_FORMATS = {
     ".yml": ("yaml", "PipelineSpec YAML for Kubeflow Pipelines"),
     ".json": ("json", "PipelineJob JSON for Vertex AI Pipelines"),
 }
+# Compile target -> the output format it takes. Both are PipelineSpec schema 2.1: the
+# open-source KFP v2 driver implements only 2.1's ``constant`` runtime values (not 2.0's
+# ``constantValue``) and its launcher fills only ``parameterValues``; Vertex AI runs 2.1 too.
+TARGETS = {"kubeflow": "yaml", "vertex": "json"}
+PIPELINE_SPEC_SCHEMA = "2.1.0"
+
+
+def target_for(output_path: str | os.PathLike[str], target: str | None) -> str:
+    """The compile target: ``target`` if given (checked against the extension), else the
+    extension's (.yaml: kubeflow, .json: vertex). ValueError when they disagree."""
+    fmt = spec_format(output_path)
+    if target is None:
+        return next(name for name, f in TARGETS.items() if f == fmt)
+    if target not in TARGETS:
+        raise ValueError(f"--target {target}: choose one of {', '.join(TARGETS)}")
+    if TARGETS[target] != fmt:
+        wanted = ".yaml" if TARGETS[target] == "yaml" else ".json"
+        raise ValueError(f"--target {target} writes a {wanted} file, but --output is {output_path}")
+    return target
 
 
 def spec_format(output_path: str | os.PathLike[str]) -> str:
@@ -44,9 +63,10 @@ def spec_format(output_path: str | os.PathLike[str]) -> str:
     return SPEC_FORMATS[suffix][0]
 
 
-def default_output_path(config: PipelineConfig) -> str:
-    """OUTPUT_DIR/kubeflow/PIPELINE_NAME.yaml."""
-    return os.path.join(config.output_dir, "kubeflow", f"{config.pipeline_name}.yaml")
+def default_output_path(config: PipelineConfig, target: str | None = None) -> str:
+    """OUTPUT_DIR/kubeflow/PIPELINE_NAME.yaml (.json for the vertex target)."""
+    extension = TARGETS.get(target or "kubeflow", "yaml")
+    return os.path.join(config.output_dir, "kubeflow", f"{config.pipeline_name}.{extension}")
 
 
 def check_compile_config(config: PipelineConfig) -> None:
@@ -92,7 +112,7 @@ def build_kubeflow_pipeline(config: PipelineConfig):
 
     from pipeline.pipeline import TRAINER, create_pipeline
 
-    tfx_pipeline = create_pipeline(config)
+    tfx_pipeline = create_pipeline(config, with_runtime_parameters=True)
     resources = trainer_resources(config)
     if resources:
         spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
@@ -116,42 +136,107 @@ def _check_nothing_to_upload(tfx_pipeline: Any) -> None:
             )
 
 
-def compile_pipeline(config: PipelineConfig, output_path: str | os.PathLike[str]) -> Path:
+def compile_pipeline(
+    config: PipelineConfig, output_path: str | os.PathLike[str], target: str | None = None
+) -> Path:
     """Writes the Kubeflow/Vertex spec of ``config`` to ``output_path``; returns its path.
 
-    Raises ConfigError (naming the field) or ValueError (bad ``output_path``).
+    ``target`` is ``kubeflow`` (.yaml) or ``vertex`` (.json); None takes it from the
+    extension. Raises ConfigError (naming the field) or ValueError (bad ``output_path``).
     """
-    spec_format(output_path)
+    target_for(output_path, target)
     check_compile_config(config)
     from tfx import v1 as tfx
 
     output = Path(output_path).resolve()
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=config.container_image
+            default_image=config.container_image, use_pipeline_spec_2_1=True
         ),
         output_dir=str(output.parent),
         output_filename=output.name,
     )
     runner.run(build_kubeflow_pipeline(config), write_out=True)
-    if spec_format(output) == "yaml":
-        _set_default_pipeline_root(output, config.pipeline_root)
+    _finish_spec(output, config)
     return output
 
 
-def _set_default_pipeline_root(path: Path, pipeline_root: str) -> None:
-    """Records pipeline_root in the YAML spec itself (``defaultPipelineRoot``).
+def check_backend_accepts(pipeline_spec: dict[str, Any]) -> None:
+    """Raises ValueError for what open-source Kubeflow Pipelines' backend rejects.
 
-    TFX writes pipeline_root only into the PipelineJob's runtime config (the JSON output);
-    a bare PipelineSpec would otherwise run with the cluster's default root (MinIO on a
-    stock Kubeflow install), which TFX's file I/O cannot write to. A root given when
-    the run is created still takes precedence.
+    Its workflow compiler (backend/src/v2/compiler/argocompiler) returns "resolver executors
+    not implemented" for any resolver executor, and its driver resolves only schema 2.1
+    runtime values.
     """
+    version = pipeline_spec.get("schemaVersion")
+    if version != PIPELINE_SPEC_SCHEMA:
+        raise ValueError(f"schemaVersion is {version}, expected {PIPELINE_SPEC_SCHEMA}")
+    executors = pipeline_spec.get("deploymentSpec", {}).get("executors", {})
+    resolvers = sorted(name for name, e in executors.items() if "resolver" in e)
+    if resolvers:
+        raise ValueError(
+            f"resolver executors {', '.join(resolvers)}: open-source Kubeflow Pipelines "
+            "cannot run them"
+        )
+
+
+def _disable_cache_of_uncacheable_tasks(pipeline_spec: dict[str, Any]) -> None:
+    """Caching off for tasks whose output is not a function of their inputs."""
+    from pipeline.pipeline import UNCACHEABLE_COMPONENTS
+
+    tasks = pipeline_spec["root"]["dag"]["tasks"]
+    for name in UNCACHEABLE_COMPONENTS:
+        if name in tasks:
+            tasks[name]["cachingOptions"] = {"enableCache": False}
+
+
+def runtime_parameter_defaults(config: PipelineConfig) -> dict[str, Any]:
+    """The compiled pipeline's runtime parameters and their defaults (``config``'s values)."""
+    from pipeline.pipeline import RUNTIME_PARAMETER_FIELDS
+
+    return {name: kind(getattr(config, name)) for name, kind in RUNTIME_PARAMETER_FIELDS.items()}
+
+
+def _set_parameter_defaults(pipeline_spec: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Writes each root parameter's ``defaultValue`` (TFX 1.16's 2.1 output leaves them out,
+    so a run submitted without values would fail in the KFP driver)."""
+    parameters = pipeline_spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    for name, value in defaults.items():
+        if name in parameters:
+            parameters[name]["defaultValue"] = value
+            parameters[name]["isOptional"] = True
+
+
+def _finish_spec(path: Path, config: PipelineConfig) -> None:
+    """Post-processes the compiler's output in place and checks it.
+
+    - each runtime parameter gets its default, the configured value;
+    - caching off for the served-model baseline (TFX sets one caching option for all tasks);
+    - YAML: records pipeline_root in the spec itself (``defaultPipelineRoot``). TFX writes it
+      only into the PipelineJob's runtime config (the JSON output); a bare PipelineSpec
+      would otherwise run with the cluster's default root (MinIO on a stock Kubeflow
+      install), which TFX's file I/O cannot write to. A root given when the run is created
+      still takes precedence.
+    """
+    import json
+
     import yaml
 
+    defaults = runtime_parameter_defaults(config)
     text = path.read_text()
-    lines = text.splitlines(keepends=True)
-    header = "".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
-    body = yaml.safe_load(text)
-    body["defaultPipelineRoot"] = pipeline_root
-    path.write_text(header + yaml.safe_dump(body, sort_keys=True))
+    if spec_format(path) == "yaml":
+        lines = text.splitlines(keepends=True)
+        header = "".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
+        body = yaml.safe_load(text)
+        _set_parameter_defaults(body, defaults)
+        _disable_cache_of_uncacheable_tasks(body)
+        check_backend_accepts(body)
+        body["defaultPipelineRoot"] = config.pipeline_root
+        path.write_text(header + yaml.safe_dump(body, sort_keys=True))
+    else:
+        job = json.loads(text)
+        _set_parameter_defaults(job["pipelineSpec"], defaults)
+        job.setdefault("runtimeConfig", {}).setdefault("parameterValues", {}).update(defaults)
+        _disable_cache_of_uncacheable_tasks(job["pipelineSpec"])
+        check_backend_accepts(job["pipelineSpec"])
+        path.write_text(json.dumps(job, indent=2, sort_keys=True))

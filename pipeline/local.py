@@ -145,6 +145,20 @@ def describe_failure(
     )
 
 
+def compile_for_local_run(tfx_pipeline):
+    """The pipeline's IR, with caching off for the nodes whose output is not a function of
+    their inputs (the served-model baseline reads the serving directory)."""
+    from tfx.orchestration.portable import tfx_runner
+
+    from pipeline.pipeline import UNCACHEABLE_COMPONENTS
+
+    ir = tfx_runner._make_pipeline_proto(tfx_pipeline)  # noqa: SLF001 - as LocalDagRunner.run
+    for node in ir.nodes:
+        if node.pipeline_node.node_info.id in UNCACHEABLE_COMPONENTS:
+            node.pipeline_node.execution_options.caching_options.enable_cache = False
+    return ir
+
+
 def run_locally(config: PipelineConfig):
     """Runs the pipeline with LocalDagRunner; returns the run's ``RunSummary``.
 
@@ -164,7 +178,9 @@ def run_locally(config: PipelineConfig):
             metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
                 config.metadata_path
             )
-            tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
+            tfx.orchestration.LocalDagRunner().run_with_ir(
+                compile_for_local_run(create_pipeline(config, metadata))
+            )
         except Exception as err:  # noqa: BLE001 - reported with the failed component's name
             logging.getLogger(_TRACEBACK_LOGGER).exception("pipeline run failed")
             raise PipelineRunError(describe_failure(config, runs_before, err, log_path)) from err

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components.evaluator import ServedBaselineEvaluator
+from components.evaluator.executor import GATED_METRIC_CLASS, accuracy_threshold
 from components.image_example_gen import ImageExampleGen
+from components.image_example_gen.options import IngestOptions
 from components.infra_check import InfraCheck
+from components.served_baseline import ServedModelBaseline
+from components.trainer import ImageTrainer
+from components.trainer.executor import RUNTIME_SETTINGS
 from components.versioned_pusher import VersionedPusher
 from pipeline.config import PipelineConfig, beam_flag_name, uses_direct_runner
 from trainer_module import features
+from trainer_module.settings import TrainingSettings, TransformSettings
 
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
+# Metric names in the Evaluator's output: TFMA names SparseCategoricalAccuracy this way.
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 TOP_K_METRIC = "top_k_accuracy"
 CUSTOM_METRICS_MODULE = "trainer_module.metrics"
@@ -38,7 +48,10 @@ SCHEMA_GEN = "SchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 TRANSFORM = "Transform"
 TRAINER = "Trainer"
-BASELINE_RESOLVER = "latest_blessed_model_resolver"
+SERVED_BASELINE = "ServedModelBaseline"
+# Components whose output depends on the world outside the pipeline (the serving directory),
+# so a cached result would be stale: runners switch caching off for them.
+UNCACHEABLE_COMPONENTS = (SERVED_BASELINE,)
 EVALUATOR = "Evaluator"
 INFRA_CHECK = "InfraCheck"
 PUSHER = "Pusher"
@@ -54,13 +67,6 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     overall and per label slice. Only overall accuracy gates the blessing.
     """
     overall = tfma.SlicingSpec()
-    accuracy_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.accuracy_floor}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -config.max_accuracy_drop},
-        ),
-    )
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -75,11 +81,16 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
+                    # The executor sets this threshold again from its accuracy_floor and
+                    # max_accuracy_drop parameters (runtime parameters on Kubeflow).
                     tfma.MetricConfig(
-                        class_name="SparseCategoricalAccuracy",
+                        class_name=GATED_METRIC_CLASS,
                         per_slice_thresholds=[
                             tfma.PerSliceMetricThreshold(
-                                slicing_specs=[overall], threshold=accuracy_threshold
+                                slicing_specs=[overall],
+                                threshold=accuracy_threshold(
+                                    config.accuracy_floor, config.max_accuracy_drop
+                                ),
                             )
                         ],
                     ),
@@ -96,6 +107,21 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             ),
         ],
     )
+
+
+def example_gen_options(config: PipelineConfig) -> IngestOptions:
+    """ImageExampleGen's options: every IngestOptions field, from the configuration."""
+    return config.settings_for(IngestOptions)
+
+
+def transform_custom_config(config: PipelineConfig) -> dict[str, Any]:
+    """The Transform's custom_config: every TransformSettings field, from the configuration."""
+    return dataclasses.asdict(config.settings_for(TransformSettings))
+
+
+def trainer_custom_config(config: PipelineConfig) -> dict[str, Any]:
+    """The Trainer's custom_config: every TrainingSettings field, from the configuration."""
+    return dataclasses.asdict(config.settings_for(TrainingSettings))
 
 
 def component_beam_args(config: PipelineConfig) -> list[str]:
@@ -117,34 +143,37 @@ def component_beam_args(config: PipelineConfig) -> list[str]:
     return [*args, f"--sdk_container_image={config.container_image or LOCAL_WORKER_ENVIRONMENT}"]
 
 
+# Settings that become runtime parameters of a compiled Kubeflow/Vertex pipeline (a run can
+# be submitted with new values without recompiling): field -> type. The Trainer's come from
+# its component; the Evaluator's are the gate.
+EVALUATOR_RUNTIME_SETTINGS: dict[str, type] = {"accuracy_floor": float, "max_accuracy_drop": float}
+RUNTIME_PARAMETER_FIELDS: dict[str, type] = {**RUNTIME_SETTINGS, **EVALUATOR_RUNTIME_SETTINGS}
+
+
+def runtime_parameters(config: PipelineConfig) -> dict[str, tfx.dsl.experimental.RuntimeParameter]:
+    """One RuntimeParameter per RUNTIME_PARAMETER_FIELDS entry, defaulting to ``config``'s value."""
+    return {
+        name: tfx.dsl.experimental.RuntimeParameter(
+            name=name, ptype=kind, default=kind(getattr(config, name))
+        )
+        for name, kind in RUNTIME_PARAMETER_FIELDS.items()
+    }
+
+
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config=None,
+    *,
+    with_runtime_parameters: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Returns the TFX pipeline for ``config``; a pure function of its arguments.
 
     ``metadata_connection_config`` is the MLMD store for local runs; orchestrators such
-    as Kubeflow supply their own and pass None.
+    as Kubeflow supply their own and pass None. ``with_runtime_parameters`` (for compiling)
+    makes the RUNTIME_PARAMETER_FIELDS runtime parameters whose defaults are ``config``'s.
     """
-    spec = config.backbone_spec
-    image_size = config.resolved_image_size
-
-    example_gen = ImageExampleGen(
-        input_base=config.data_root,
-        eval_fraction=config.eval_fraction,
-        test_fraction=config.test_fraction,
-        data_format=config.data_format,
-        use_split_folders=config.use_split_folders,
-        manifest=config.manifest,
-        manifest_path_column=config.manifest_path_column,
-        manifest_label_column=config.manifest_label_column,
-        tfrecord_image_feature=config.tfrecord_image_feature,
-        tfrecord_label_feature=config.tfrecord_label_feature,
-        labels_file=config.labels_file,
-        max_image_pixels=config.max_image_pixels,
-        max_bad_fraction=config.max_bad_fraction,
-        example_shard_mb=config.example_shard_mb,
-    )
+    runtime = runtime_parameters(config) if with_runtime_parameters else {}
+    example_gen = ImageExampleGen(input_base=config.data_root, options=example_gen_options(config))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
@@ -160,54 +189,37 @@ def create_pipeline(
         preprocessing_fn=PREPROCESSING_FN,
         materialize=False,
         disable_statistics=True,
-        custom_config={
-            "image_size": image_size,
-            "resize_mode": config.resize_mode,
-            **spec.normalization,
-        },
+        custom_config=transform_custom_config(config),
     )
-    trainer = tfx.components.Trainer(
+    trainer = ImageTrainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        custom_config={
-            "backbone": config.backbone,
-            "backbone_weights": config.backbone_weights,
-            "image_size": image_size,
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate,
-            "optimizer": config.optimizer,
-            "learning_rate_schedule": config.learning_rate_schedule,
-            "dropout": config.dropout,
-            "fine_tune_epochs": config.fine_tune_epochs,
-            "fine_tune_learning_rate": config.fine_tune_learning_rate,
-            "fine_tune_fraction": config.fine_tune_fraction,
-            "augment_flip": config.augment_flip,
-            "augment_zoom": config.augment_zoom,
-            "augment_color": config.augment_color,
-            "early_stopping_patience": config.early_stopping_patience,
-            "seed": config.seed,
-        },
+        custom_config=trainer_custom_config(config),
+        runtime_parameters={k: v for k, v in runtime.items() if k in RUNTIME_SETTINGS},
+    ).with_id(TRAINER)
+    # The baseline is the model being served now, read from the serving directory: no MLMD
+    # resolver, so the same gate runs locally, on open-source Kubeflow and on Vertex AI.
+    served_baseline = ServedModelBaseline(model_dir=config.model_serving_dir).with_id(
+        SERVED_BASELINE
     )
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id(BASELINE_RESOLVER)
-    evaluator = tfx.components.Evaluator(
+    evaluator = ServedBaselineEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"],
+        baseline_model=served_baseline.outputs["model"],
         eval_config=build_eval_config(config),
-    )
+        accuracy_floor=runtime.get("accuracy_floor", config.accuracy_floor),
+        max_accuracy_drop=runtime.get("max_accuracy_drop", config.max_accuracy_drop),
+    ).with_id(EVALUATOR)
     # Loads the candidate in a model server and sends its warmup requests (InfraValidator
     # semantics); the Pusher needs this blessing as well as the Evaluator's.
     infra_check = InfraCheck(
         model=trainer.outputs["model"],
         model_name=config.model_name,
         timeout_seconds=config.infra_check_timeout,
+        server=config.infra_check_server,
+        image=config.infra_check_image,
     ).with_id(INFRA_CHECK)
     pusher = VersionedPusher(
         model=trainer.outputs["model"],
@@ -227,7 +239,7 @@ def create_pipeline(
             example_validator,
             transform,
             trainer,
-            baseline_resolver,
+            served_baseline,
             evaluator,
             infra_check,
             pusher,

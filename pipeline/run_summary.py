@@ -35,11 +35,13 @@ class RunSummary:
     # SERVING_DIR/MODEL_NAME the run's Pusher was configured with (pushed or not).
     model_dir: str | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    baseline_model_uri: str | None = None
+    baseline_model_uri: str | None = None  # the served version the candidate was gated against
+    baseline_version: int | None = None  # its version number; None when nothing was served
     candidate_model_uri: str | None = None
     infra_blessed: bool | None = None
     infra_check_server: str | None = None  # which model server the infra check used
     infra_check_message: str | None = None
+    infra_check_server_reason: str | None = None  # why that server (auto's fallbacks included)
     evaluation_uri: str | None = None
     transform_graph_uri: str | None = None
     # class name -> precision, recall, f1, support (from TFMA's confusion matrix)
@@ -142,7 +144,11 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
             summary.transform_graph_uri = artifact.uri
         if component_id == "Evaluator" and event.type == metadata_store_pb2.Event.INPUT:
             if key == "baseline_model":
-                summary.baseline_model_uri = artifact.uri
+                # ServedModelBaseline's output: version 0 means nothing was served yet.
+                version = _property(artifact, "served_version")
+                if version:
+                    summary.baseline_version = int(version)
+                    summary.baseline_model_uri = _property(artifact, "served_model_path")
             elif key == "model":
                 summary.candidate_model_uri = artifact.uri
         if event.type != metadata_store_pb2.Event.OUTPUT:
@@ -151,6 +157,7 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
             summary.infra_blessed = bool(_property(artifact, "blessed"))
             summary.infra_check_server = _property(artifact, "infra_check_server")
             summary.infra_check_message = _property(artifact, "infra_check_message")
+            summary.infra_check_server_reason = _property(artifact, "infra_check_server_reason")
         elif key == "blessing":
             summary.blessed = bool(_property(artifact, "blessed"))
         elif key == "evaluation":
@@ -247,12 +254,18 @@ def format_summary(summary: RunSummary) -> str:
                 f"{m['support']:>9.0f}"
             )
         lines.append("")
-    lines.append(f"baseline model: {summary.baseline_model_uri or 'none (first blessed run)'}")
+    if summary.baseline_version:
+        baseline = f"served version {summary.baseline_version} ({summary.baseline_model_uri})"
+    else:
+        baseline = "none (nothing served yet)"
+    lines.append(f"baseline model: {baseline}")
     lines.append(f"blessed: {summary.blessed}")
     if summary.infra_blessed is not None:
         lines.append(
             f"infra check: {'passed' if summary.infra_blessed else 'FAILED'} "
             f"({summary.infra_check_server}): {summary.infra_check_message}"
         )
+        if summary.infra_check_server_reason:
+            lines.append(f"infra check server: {summary.infra_check_server_reason}")
     lines.append(f"pushed to: {summary.pushed_destination or 'not pushed'}")
     return "\n".join(lines)

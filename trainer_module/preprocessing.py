@@ -9,6 +9,7 @@ import tensorflow_transform as tft
 
 from trainer_module import features
 from trainer_module.image_ops import decode_batch
+from trainer_module.settings import TransformSettings, settings_from_custom_config
 
 
 def _as_vector(tensor: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
@@ -23,22 +24,21 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
 
     Args:
       inputs: raw features; the encoded image bytes and the class name are used.
-      custom_config: ``image_size``, ``resize_mode`` and the backbone's normalization
-        (``input_mean``, ``input_std``, ``bgr``), set by the pipeline's Transform component.
+      custom_config: the ``TransformSettings`` fields (backbone, image size, resize mode),
+        set by the pipeline's Transform component.
 
     Returns:
-      ``image_xf``: float32 [batch, size, size, 3], normalized for the backbone;
+      ``image_xf``: float32 [batch, size, size, 3], normalized for the backbone (its static
+      shape is saved in the transform graph's metadata: it tells the Trainer the size);
       ``label_id``: int64 [batch] from a vocabulary of class names that is saved with the
       transform graph, so class names travel with the model.
     """
-    image_size = int(custom_config["image_size"])
+    settings = settings_from_custom_config(TransformSettings, custom_config)
     images = decode_batch(
         _as_vector(inputs[features.IMAGE_KEY]),
-        image_size,
-        input_mean=[float(v) for v in custom_config["input_mean"]],
-        input_std=[float(v) for v in custom_config["input_std"]],
-        bgr=bool(custom_config.get("bgr", False)),
-        resize_mode=str(custom_config.get("resize_mode", "stretch")),
+        settings.resolved_image_size,
+        settings.backbone_spec,
+        resize_mode=settings.resize_mode,
     )
     labels = _as_vector(inputs[features.LABEL_KEY])
     label_ids = tft.compute_and_apply_vocabulary(

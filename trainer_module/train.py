@@ -15,16 +15,16 @@ import logging
 import math
 import os
 import shutil
-from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer_module import features
-from trainer_module.backbone_specs import get_backbone_spec
+from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec
 from trainer_module.export import export_serving_model
 from trainer_module.models import build_backbone, build_classifier, set_backbone_trainable
+from trainer_module.settings import TrainingSettings, settings_from_custom_config
 
 # Decoded training images are cached in memory up to this size; larger sets are re-read
 # (and re-decoded in parallel) each epoch.
@@ -36,36 +36,16 @@ _WARMUP_IMAGES = 8
 LearningRate = float | tf.keras.optimizers.schedules.LearningRateSchedule
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingSettings:
-    """What run_fn reads from the Trainer's custom_config (set by the pipeline)."""
+def transformed_image_size(tft_output: tft.TFTransformOutput) -> int:
+    """The square image size the Transform graph makes, read from its output's feature spec.
 
-    backbone: str
-    backbone_weights: str
-    image_size: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    optimizer: str
-    learning_rate_schedule: str
-    dropout: float
-    fine_tune_epochs: int
-    fine_tune_learning_rate: float
-    fine_tune_fraction: float
-    augment_flip: bool
-    augment_zoom: float
-    augment_color: float
-    early_stopping_patience: int
-    seed: int
-
-    @classmethod
-    def from_custom_config(cls, custom_config: dict[str, Any]) -> TrainingSettings:
-        """Reads the fields by name; a missing one raises KeyError naming it."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in custom_config]
-        if missing:
-            raise KeyError(f"Trainer custom_config lacks {', '.join(missing)}")
-        return cls(**{n: custom_config[n] for n in names})
+    The Transform's settings choose the size; the Trainer takes it from the graph it trains
+    on, so the two cannot disagree.
+    """
+    height, width, _ = tft_output.transformed_feature_spec()[features.TRANSFORMED_IMAGE_KEY].shape
+    if height != width:
+        raise ValueError(f"transform graph makes {height}x{width} images; expected a square")
+    return int(height)
 
 
 def _list_files(file_patterns: list[str]) -> list[str]:
@@ -115,6 +95,7 @@ def make_dataset(
     file_patterns: list[str],
     tft_output: tft.TFTransformOutput,
     settings: TrainingSettings,
+    spec: BackboneSpec,
     training: bool,
     num_examples: int | None = None,
 ) -> tf.data.Dataset:
@@ -123,7 +104,8 @@ def make_dataset(
     The tf.Transform graph runs inside the input pipeline (batched and in parallel), so
     images are decoded once per epoch, or once in total when the decoded set fits in memory.
     Augmentation runs after the cache, on training batches only. ``num_examples`` saves a
-    count of the files when the caller has one.
+    count of the files when the caller has one. ``spec`` is the backbone's (its value range
+    scales the colour jitter).
     """
     raw_spec = tft_output.raw_feature_spec()
     spec = {key: raw_spec[key] for key in (features.IMAGE_KEY, features.LABEL_KEY)}
@@ -138,7 +120,7 @@ def make_dataset(
 
     if num_examples is None:
         num_examples = count_examples(file_patterns)
-    size = settings.image_size
+    size = transformed_image_size(tft_output)
     dataset = _record_dataset(file_patterns).batch(_PARSE_BATCH)
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if num_examples * size * size * 3 * 4 <= _MAX_CACHE_BYTES:
@@ -148,7 +130,6 @@ def make_dataset(
     dataset = dataset.shuffle(min(num_examples, 10_000), seed=settings.seed)
     dataset = dataset.batch(settings.batch_size)
     if settings.augment_flip or settings.augment_zoom or settings.augment_color:
-        pixel_range = 255.0 / (sum(get_backbone_spec(settings.backbone).input_std) / 3)
 
         def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             images = augment_batch(
@@ -156,7 +137,7 @@ def make_dataset(
                 settings.augment_flip,
                 settings.augment_zoom,
                 settings.augment_color,
-                pixel_range,
+                spec.pixel_range,
             )
             return images, labels
 
@@ -194,6 +175,70 @@ def _compile(model: tf.keras.Model, optimizer: str, learning_rate: LearningRate)
         optimizer=_optimizer(optimizer, learning_rate),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training phase: what trains, at which learning rate, for how many epochs."""
+
+    name: str  # "phase1" or "phase2": also the folder of its TensorBoard logs and backups
+    learning_rate: float
+    epochs: int
+    # Top fraction of a pretrained backbone's layers that trains (0: frozen, only the new
+    # head trains); None: a backbone trained from scratch, whole network trainable.
+    backbone_fraction: float | None
+
+
+def training_phases(settings: TrainingSettings, pretrained: bool) -> list[Phase]:
+    """The phases run_fn trains.
+
+    A pretrained backbone: phase 1 trains a new head on the frozen backbone, phase 2 (unless
+    ``fine_tune_epochs`` is 0) the top ``fine_tune_fraction`` of the backbone at the lower
+    ``fine_tune_learning_rate``. A backbone trained from scratch: one phase, whole network.
+    """
+    if not pretrained:
+        return [Phase("phase1", settings.learning_rate, settings.epochs, None)]
+    phases = [Phase("phase1", settings.learning_rate, settings.epochs, 0.0)]
+    if settings.fine_tune_epochs > 0:
+        phases.append(
+            Phase(
+                "phase2",
+                settings.fine_tune_learning_rate,
+                settings.fine_tune_epochs,
+                settings.fine_tune_fraction,
+            )
+        )
+    return phases
+
+
+def fit_phase(
+    model: tf.keras.Model,
+    phase: Phase,
+    settings: TrainingSettings,
+    train_dataset: tf.data.Dataset,
+    steps_per_epoch: int,
+    validation_data: tf.data.Dataset | None = None,
+    callbacks: list[tf.keras.callbacks.Callback] | None = None,
+) -> tf.keras.callbacks.History:
+    """Trains ``model`` (a ``build_classifier`` model) for one phase.
+
+    Sets which backbone layers train, compiles with the configured optimizer and the phase's
+    learning rate (constant or decaying over ``steps_per_epoch`` x its epochs), and fits.
+    """
+    if phase.backbone_fraction is not None:
+        trainable = set_backbone_trainable(model, phase.backbone_fraction)
+        logging.info("%s: %d backbone layers trainable", phase.name, trainable)
+    schedule = phase_learning_rate(
+        settings.learning_rate_schedule, phase.learning_rate, phase.epochs, steps_per_epoch
+    )
+    _compile(model, settings.optimizer, schedule)
+    return model.fit(
+        train_dataset,
+        validation_data=validation_data,
+        epochs=phase.epochs,
+        callbacks=callbacks or [],
+        verbose=2,
     )
 
 
@@ -239,60 +284,50 @@ def _first_images(file_patterns: list[str], count: int) -> list[bytes]:
 
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the classifier in up to two phases and exports it to serving_model_dir."""
-    settings = TrainingSettings.from_custom_config(fn_args.custom_config)
+    settings = settings_from_custom_config(TrainingSettings, fn_args.custom_config)
+    settings.validate()
     tf.keras.utils.set_random_seed(settings.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY_NAME)
     train_count = count_examples(fn_args.train_files)
     steps_per_epoch = math.ceil(train_count / settings.batch_size)
-    train_dataset = make_dataset(
-        fn_args.train_files, tft_output, settings, training=True, num_examples=train_count
-    )
-    eval_dataset = make_dataset(fn_args.eval_files, tft_output, settings, training=False)
-
     spec = get_backbone_spec(settings.backbone)
-    pretrained = spec.pretrained and settings.backbone_weights != "none"
-    backbone = build_backbone(settings.backbone, settings.image_size, settings.backbone_weights)
+    train_dataset = make_dataset(
+        fn_args.train_files, tft_output, settings, spec, training=True, num_examples=train_count
+    )
+    eval_dataset = make_dataset(fn_args.eval_files, tft_output, settings, spec, training=False)
+
+    pretrained = spec.starts_pretrained(settings.backbone_weights)
+    image_size = transformed_image_size(tft_output)
+    backbone = build_backbone(spec, image_size, settings.backbone_weights)
     model = build_classifier(
-        backbone, settings.image_size, num_classes, settings.dropout, pretrained=pretrained
+        backbone, image_size, num_classes, settings.dropout, pretrained=pretrained
     )
     state_dir = resume_dir(fn_args)
     phase1_weights = os.path.join(state_dir, "phase1_done.weights.h5")
 
-    def fit_phase(phase: str, learning_rate: float, epochs: int) -> None:
-        schedule = phase_learning_rate(
-            settings.learning_rate_schedule, learning_rate, epochs, steps_per_epoch
-        )
-        _compile(model, settings.optimizer, schedule)
-        history = model.fit(
+    for phase in training_phases(settings, pretrained):
+        if phase.name == "phase1" and tf.io.gfile.exists(phase1_weights):
+            logging.info("Resuming after phase 1 from %s", phase1_weights)
+            model.load_weights(phase1_weights)
+            continue
+        history = fit_phase(
+            model,
+            phase,
+            settings,
             train_dataset,
+            steps_per_epoch,
             validation_data=eval_dataset,
-            epochs=epochs,
             callbacks=_callbacks(
                 settings,
-                os.path.join(fn_args.model_run_dir, phase),
-                os.path.join(state_dir, phase),
+                os.path.join(fn_args.model_run_dir, phase.name),
+                os.path.join(state_dir, phase.name),
             ),
-            verbose=2,
         )
-        logging.info("%s finished: %s", phase, {k: v[-1] for k, v in history.history.items()})
-
-    if tf.io.gfile.exists(phase1_weights):
-        logging.info("Resuming after phase 1 from %s", phase1_weights)
-        model.load_weights(phase1_weights)
-    else:
-        # Phase 1: a new head on the frozen backbone; from scratch, the whole network.
-        if pretrained:
-            set_backbone_trainable(model, 0.0)
-        fit_phase("phase1", settings.learning_rate, settings.epochs)
-        tf.io.gfile.makedirs(state_dir)
-        model.save_weights(phase1_weights)
-
-    if pretrained and settings.fine_tune_epochs > 0:
-        # Phase 2: unfreeze the top of the backbone at a lower learning rate.
-        trainable = set_backbone_trainable(model, settings.fine_tune_fraction)
-        logging.info("Phase 2: %d backbone layers trainable", trainable)
-        fit_phase("phase2", settings.fine_tune_learning_rate, settings.fine_tune_epochs)
+        logging.info("%s finished: %s", phase.name, {k: v[-1] for k, v in history.history.items()})
+        if phase.name == "phase1":
+            tf.io.gfile.makedirs(state_dir)
+            model.save_weights(phase1_weights)
 
     export_serving_model(
         model,

@@ -25,7 +25,11 @@ TEST_SPLIT = "test"
 
 @dataclass(frozen=True)
 class IngestOptions:
-    """How ImageExampleGen reads its input; every field has the pipeline config's meaning."""
+    """How ImageExampleGen reads its input; every field has the pipeline config's meaning.
+
+    The one list of these options and of their ranges: the pipeline passes each field from
+    the same-named ``PipelineConfig`` field, and the configuration calls ``validate``.
+    """
 
     eval_fraction: float = 0.2
     test_fraction: float = 0.0
@@ -54,11 +58,13 @@ class IngestOptions:
                 f"data_format: {self.data_format!r} with a manifest ({self.manifest}); set "
                 "data_format to 'manifest' (or 'auto'), or unset the manifest"
             )
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction: must be in (0, 1), got {self.eval_fraction}")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction: must be in [0, 1), got {self.test_fraction}")
-        if self.eval_fraction + self.test_fraction >= 1.0:
+        if not 0.01 <= self.eval_fraction <= 0.5:
+            raise ValueError(
+                f"eval_fraction: must be between 0.01 and 0.5, got {self.eval_fraction}"
+            )
+        if not 0.0 <= self.test_fraction <= 0.5:
+            raise ValueError(f"test_fraction: must be between 0 and 0.5, got {self.test_fraction}")
+        if self.eval_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "eval_fraction + test_fraction: must leave images for training, got "
                 f"{self.eval_fraction} + {self.test_fraction}"

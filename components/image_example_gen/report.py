@@ -334,25 +334,3 @@ def format_summary(report: dict[str, Any], examples_per_reason: int = 3) -> str:
         lines.append(f"  ERROR: {error}")
     lines.append(f"  report: {report['report_path']}")
     return "\n".join(lines)
-
-
-def facts_to_json(facts: Facts) -> dict[str, Any]:
-    """Facts as JSON-compatible values (tuple keys become lists)."""
-    return {
-        "ingested": [[s, label, n] for (s, label), n in facts.ingested.items()],
-        "formats": dict(facts.formats),
-        "skipped": [list(s) for s in facts.skipped],
-        "duplicate_groups": [[list(e) for e in g] for g in facts.duplicate_groups],
-        "notes": list(facts.notes),
-    }
-
-
-def facts_from_json(values: dict[str, Any]) -> Facts:
-    """Inverse of ``facts_to_json``."""
-    return Facts(
-        ingested=collections.Counter({(s, label): n for s, label, n in values["ingested"]}),
-        formats=collections.Counter(values["formats"]),
-        skipped=[tuple(s) for s in values["skipped"]],
-        duplicate_groups=[[tuple(e) for e in g] for g in values["duplicate_groups"]],
-        notes=list(values["notes"]),
-    )

@@ -34,6 +34,8 @@ SERVER_KINDS = (TF_SERVING_BINARY, DOCKER, LOCAL_SERVER)
 TF_SERVING_IMAGE = "tensorflow/serving:2.16.1"
 TF_SERVING_CONTAINER_GRPC_PORT = 8500
 TF_SERVING_CONTAINER_BASE = "/models"  # The image's MODEL_BASE_PATH.
+# Every container the check starts carries this label, so leftovers can be found and removed.
+CONTAINER_LABEL = "tfx-image-pipeline.infra-check"
 
 STAGED_VERSION = 1  # The candidate is served as <base>/<model_name>/1/.
 MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more (WarmupConsts::kMaxNumRecords).
@@ -75,26 +77,100 @@ def validate_model_name(model_name: str) -> str:
 
 # --- Server selection and commands ------------------------------------------------------------
 
+# What a user may ask for (the ``infra_check_server`` config field): auto picks the first of
+# binary, Docker, local that can run here.
+AUTO = "auto"
+LOCAL = "local"
+REQUESTABLE_SERVERS = (AUTO, TF_SERVING_BINARY, DOCKER, LOCAL)
+
+
+class InfraUnavailableError(Exception):
+    """The model server the check needs cannot run here: an infrastructure problem, not a
+    verdict on the model. The component fails with it (the model is neither blessed nor
+    refused); ``str()`` names the cause and what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerChoice:
     kind: str  # One of SERVER_KINDS.
-    reason: str  # Why, for the log.
+    reason: str  # Why, for the log, the blessing and the run summary.
     binary: str | None = None  # The tensorflow_model_server path, for that kind.
+    image: str = TF_SERVING_IMAGE  # The image, for the docker kind.
 
 
-def choose_server(binary_path: str | None, docker_available: bool) -> ServerChoice:
-    """A ``tensorflow_model_server`` on PATH, else a Docker daemon, else the local server."""
-    if binary_path:
-        return ServerChoice(
-            TF_SERVING_BINARY, f"{TF_SERVING_BINARY} found at {binary_path}", binary_path
+@dataclasses.dataclass(frozen=True)
+class DockerProbe:
+    """What ``docker`` could do here: a daemon that answers, and the image (present or pulled)."""
+
+    daemon: bool
+    image_ready: bool = False
+    detail: str = ""  # Why not, one line (docker's own error where it gave one).
+
+
+def choose_server(
+    requested: str,
+    binary_path: str | None,
+    docker: DockerProbe,
+    image: str = TF_SERVING_IMAGE,
+) -> ServerChoice:
+    """The server for ``requested`` (one of REQUESTABLE_SERVERS).
+
+    ``auto``: a ``tensorflow_model_server`` on PATH, else Docker when its daemon answers and
+    ``image`` is present or could be pulled, else the local server, with the reason. An
+    explicit request that cannot be met raises InfraUnavailableError naming the cause.
+    """
+    if requested not in REQUESTABLE_SERVERS:
+        raise ValueError(
+            f"infra_check_server: {requested!r} is not one of {', '.join(REQUESTABLE_SERVERS)}"
         )
-    if docker_available:
-        return ServerChoice(DOCKER, f"no {TF_SERVING_BINARY} on PATH; a Docker daemon answers")
+    binary_reason = f"{TF_SERVING_BINARY} found at {binary_path}"
+    docker_reason = f"a Docker daemon answers and {image} is present"
+    if requested == TF_SERVING_BINARY:
+        if not binary_path:
+            raise InfraUnavailableError(
+                f"infra_check_server={TF_SERVING_BINARY}, but no {TF_SERVING_BINARY} is on "
+                "PATH; install TF Serving's binary or choose another infra_check_server"
+            )
+        return ServerChoice(TF_SERVING_BINARY, binary_reason, binary_path)
+    if requested == DOCKER:
+        if not docker.daemon or not docker.image_ready:
+            raise InfraUnavailableError(
+                f"infra_check_server=docker, but {docker.detail or 'Docker is not usable'}; "
+                "start a Docker engine, make the image available (infra_check_image) or "
+                "choose another infra_check_server"
+            )
+        return ServerChoice(DOCKER, f"requested; {docker_reason}", image=image)
+    if requested == LOCAL:
+        return ServerChoice(LOCAL_SERVER, "requested (infra_check_server=local)")
+    if binary_path:
+        return ServerChoice(TF_SERVING_BINARY, f"auto: {binary_reason}", binary_path)
+    if docker.daemon and docker.image_ready:
+        return ServerChoice(
+            DOCKER, f"auto: no {TF_SERVING_BINARY} on PATH; {docker_reason}", image=image
+        )
+    why_not_docker = docker.detail or "no Docker daemon answers"
     return ServerChoice(
         LOCAL_SERVER,
-        f"no {TF_SERVING_BINARY} on PATH and no Docker daemon: using serving.server",
+        f"auto: no {TF_SERVING_BINARY} on PATH and {why_not_docker}: using serving.server",
     )
+
+
+def docker_error_line(output: str) -> str:
+    """The line of docker's output that says what went wrong.
+
+    Docker ends its errors with a usage hint ("See 'docker run --help'." / "Run 'docker
+    run --help' for more information"), which is not the error.
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    hints = ("See 'docker", "Run 'docker")
+    useful = [line for line in lines if not line.startswith(hints)]
+    for line in useful:
+        if "error" in line.lower():
+            return line
+    return useful[-1] if useful else (lines[-1] if lines else "(no output)")
 
 
 def tf_serving_command(binary: str, grpc_port: int, model_name: str, base_path: str) -> list[str]:
@@ -119,13 +195,14 @@ def docker_run_command(
     return [
         "docker",
         "run",
-        "-d",
-        "--rm",
+        "-d",  # Not --rm: its log must outlive a crash; RunningServer.stop removes it.
         f"--name={container_name}",
         "-p",
         f"127.0.0.1:{host_port}:{TF_SERVING_CONTAINER_GRPC_PORT}",
         "-v",
         f"{base_path}:{TF_SERVING_CONTAINER_BASE}/{model_name}:ro",
+        "--label",
+        f"{CONTAINER_LABEL}=1",
         "-e",
         f"MODEL_NAME={model_name}",
         image,
@@ -146,6 +223,60 @@ def check_saved_model(model_path: str) -> None:
     """Raises InfraCheckError unless ``model_path`` holds a saved_model.pb (or .pbtxt)."""
     if not any(tf.io.gfile.exists(os.path.join(model_path, f)) for f in _SAVED_MODEL_FILES):
         raise InfraCheckError(f"no SavedModel (saved_model.pb) in {model_path}")
+
+
+# Ops that run Python code in the serving process (tf.py_function, tf.numpy_function): a
+# stock tensorflow_model_server has no Python and refuses to load a graph that uses them.
+PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+
+def saved_model_ops(model_path: str) -> set[str]:
+    """Every op type in the SavedModel's graphs and their function libraries."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(model_path, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            saved_model.ParseFromString(f.read())
+    except (tf.errors.OpError, OSError) as err:
+        raise InfraCheckError(f"cannot read {path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError varies by backend
+        raise InfraCheckError(f"{path} is not a SavedModel proto: {err}") from None
+    ops: set[str] = set()
+    for meta_graph in saved_model.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return ops
+
+
+def check_ops_servable(model_path: str) -> None:
+    """Raises InfraCheckError naming the ops a stock ``tensorflow_model_server`` cannot load.
+
+    Python-backed ops (tf.py_function, tf.numpy_function), and ops that core TensorFlow does
+    not register (custom ops, TF-Text's): TF Serving answers those with "Op type not
+    registered" when it loads the model, while a Python server might load it and fail later.
+    """
+    from tensorflow.python.framework import op_def_registry
+
+    if not tf.io.gfile.exists(os.path.join(model_path, "saved_model.pb")):
+        return  # A text SavedModel (.pbtxt) is left to the server.
+    ops = saved_model_ops(model_path)
+    python_ops = sorted(ops & PYTHON_OPS)
+    if python_ops:
+        raise InfraCheckError(
+            f"the SavedModel uses {', '.join(python_ops)} (tf.py_function or "
+            "tf.numpy_function), which runs Python: tensorflow_model_server cannot load it; "
+            "express that step in TensorFlow ops"
+        )
+    unknown = sorted(op for op in ops - PYTHON_OPS if op_def_registry.get(op) is None)
+    if unknown:
+        raise InfraCheckError(
+            f"the SavedModel uses ops outside core TensorFlow: {', '.join(unknown)} "
+            "(Op type not registered in a stock tensorflow_model_server); build TF Serving "
+            "with those ops or remove them from the graph"
+        )
 
 
 def _copy_tree(source: str, destination: str) -> None:

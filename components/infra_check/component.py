@@ -22,6 +22,8 @@ class InfraCheckSpec(types.ComponentSpec):
     PARAMETERS = {
         executor.MODEL_NAME_KEY: ExecutionParameter(type=str),
         executor.TIMEOUT_SECONDS_KEY: ExecutionParameter(type=int),
+        executor.SERVER_KEY: ExecutionParameter(type=str, optional=True),
+        executor.IMAGE_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
     OUTPUTS = {executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.InfraBlessing)}
@@ -45,13 +47,21 @@ class InfraCheck(base_component.BaseComponent):
         model: channel.BaseChannel,
         model_name: str,
         timeout_seconds: int = executor.DEFAULT_TIMEOUT_SECONDS,
+        server: str = checks.AUTO,
+        image: str = checks.TF_SERVING_IMAGE,
     ):
         """Args:
         model: the Trainer's model (the SavedModel under its Format-Serving folder).
         model_name: the name the model is served under (as TF Serving's --model_name).
         timeout_seconds: bound on the whole check: server start, model load and requests.
+        server: auto, tensorflow_model_server, docker or local (checks.choose_server).
+        image: the TF Serving image the docker server runs.
         """
         checks.validate_model_name(model_name)
+        if server not in checks.REQUESTABLE_SERVERS:
+            raise ValueError(
+                f"server must be one of {', '.join(checks.REQUESTABLE_SERVERS)}, got {server!r}"
+            )
         if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, int):
             raise ValueError(f"timeout_seconds must be an int, got {timeout_seconds!r}")
         if timeout_seconds <= 0:
@@ -61,6 +71,8 @@ class InfraCheck(base_component.BaseComponent):
                 model=model,
                 model_name=model_name,
                 timeout_seconds=timeout_seconds,
+                server=server,
+                image=image,
                 blessing=types.Channel(type=standard_artifacts.InfraBlessing),
             )
         )

@@ -37,11 +37,14 @@ MODEL_KEY = "model"
 BLESSING_KEY = "blessing"
 MODEL_NAME_KEY = "model_name"
 TIMEOUT_SECONDS_KEY = "timeout_seconds"
+SERVER_KEY = "server"  # One of checks.REQUESTABLE_SERVERS.
+IMAGE_KEY = "image"  # The TF Serving image of the docker server.
 DEFAULT_TIMEOUT_SECONDS = 300
 
 # Custom properties of the InfraBlessing. ``blessed`` is TFX's (model_utils.is_infra_validated).
 BLESSED_PROPERTY = "blessed"
 SERVER_PROPERTY = "infra_check_server"
+SERVER_REASON_PROPERTY = "infra_check_server_reason"
 MESSAGE_PROPERTY = "infra_check_message"
 REQUESTS_PROPERTY = "infra_check_requests"
 BLESSED_FILE = "INFRA_BLESSED"  # TFX InfraValidator's marker files.
@@ -59,12 +62,17 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+class InfraCheckInfrastructureError(RuntimeError):
+    """The component's failure when no model server could run the check (not a bad model)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
     blessed: bool
     server: str  # Which server ran (or was chosen, when the check stopped before starting it).
     message: str  # One line.
     requests: int  # Warmup requests answered with a valid response.
+    server_reason: str = ""  # Why that server (auto's fallback reasons included).
 
 
 class _Deadline:
@@ -114,38 +122,49 @@ def _wait_until_available(
         time.sleep(min(_STATUS_POLL_SECONDS, deadline.remaining()))
 
 
-def run_infra_check(model_path: str, model_name: str, timeout_seconds: float) -> CheckResult:
+def run_infra_check(
+    model_path: str,
+    model_name: str,
+    timeout_seconds: float,
+    server: str = checks.AUTO,
+    image: str = checks.TF_SERVING_IMAGE,
+) -> CheckResult:
     """Serves the SavedModel at ``model_path`` as ``model_name`` and replays its warmup requests.
 
-    Returns the verdict; failures of the candidate or the environment never raise. The
-    server is always stopped and the staged copy removed.
+    ``server`` is one of ``checks.REQUESTABLE_SERVERS``. Returns the verdict on the model.
+    Raises ``checks.InfraUnavailableError`` when the server cannot run here (a requested
+    server that is missing, a container engine that refuses to start it, a full disk): that
+    is not a verdict on the model. The server is always stopped and the staged copy removed.
     """
     checks.validate_model_name(model_name)
     if timeout_seconds <= 0:
         raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
     deadline = _Deadline(timeout_seconds)
-    choice = servers.select_server()
+    # A pull may take a share of the check's time, never all of it (offline it just fails).
+    pull_timeout = min(deadline.remaining() / 3, servers.DOCKER_PULL_TIMEOUT_SECONDS)
+    choice = servers.select_server(server, image, pull_timeout=pull_timeout)
     logger.info("InfraCheck: model server %s (%s)", choice.kind, choice.reason)
     try:
         checks.check_saved_model(model_path)
+        checks.check_ops_servable(model_path)
         requests = checks.read_warmup_requests(model_path)
     except checks.InfraCheckError as failure:
-        return CheckResult(False, choice.kind, f"{failure} (no server started)", 0)
+        return CheckResult(False, choice.kind, f"{failure} (no server started)", 0, choice.reason)
 
     try:
         work_dir = Path(tempfile.mkdtemp(prefix="infra-check-"))
     except OSError as err:
-        return CheckResult(False, choice.kind, f"cannot create a temporary folder: {err}", 0)
-    server: servers.RunningServer | None = None
+        raise checks.InfraUnavailableError(f"cannot create a temporary folder: {err}") from None
+    running: servers.RunningServer | None = None
     answered = 0
     try:
         try:
             base_path = checks.stage_model(model_path, str(work_dir / "models"), model_name)
         except (OSError, tf.errors.OpError) as err:
-            raise checks.InfraCheckError(f"cannot stage the candidate: {err}") from None
-        server = servers.start(choice, base_path, model_name, work_dir, deadline.remaining())
-        with grpc.insecure_channel(server.grpc_target, options=_CHANNEL_OPTIONS) as channel:
-            _wait_until_available(server, channel, model_name, deadline)
+            raise checks.InfraUnavailableError(f"cannot stage the candidate: {err}") from None
+        running = servers.start(choice, base_path, model_name, work_dir, deadline.remaining())
+        with grpc.insecure_channel(running.grpc_target, options=_CHANNEL_OPTIONS) as channel:
+            _wait_until_available(running, channel, model_name, deadline)
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             batch_sizes = []
             num_classes = set()
@@ -170,7 +189,7 @@ def run_infra_check(model_path: str, model_name: str, timeout_seconds: float) ->
                 except grpc.RpcError as err:
                     raise checks.InfraCheckError(
                         f"warmup request {index} of {len(requests)} (batch {batch}) failed in "
-                        f"{server.kind}: {checks.grpc_error_string(err)}"
+                        f"{running.kind}: {checks.grpc_error_string(err)}"
                     ) from None
                 try:
                     num_classes.add(checks.validate_predict_response(response, batch))
@@ -185,19 +204,19 @@ def run_infra_check(model_path: str, model_name: str, timeout_seconds: float) ->
                     f"responses disagree on the number of classes: {sorted(num_classes)}"
                 )
         message = (
-            f"{server.kind} loaded version {checks.STAGED_VERSION} of {model_name} and answered "
+            f"{running.kind} loaded version {checks.STAGED_VERSION} of {model_name} and answered "
             f"{answered} warmup Predict requests (batch sizes {_summary(batch_sizes)}) with "
             f"probabilities [batch, {num_classes.pop()}], class_id [batch], class_name [batch]"
         )
-        return CheckResult(True, server.kind, checks.one_line(message), answered)
+        return CheckResult(True, running.kind, checks.one_line(message), answered, choice.reason)
     except checks.InfraCheckError as failure:
-        if server is not None:
-            logger.warning("InfraCheck: %s log (last lines):\n%s", server.kind, server.log_tail())
-        return CheckResult(False, choice.kind, str(failure), answered)
+        if running is not None:
+            logger.warning("InfraCheck: %s log (last lines):\n%s", running.kind, running.log_tail())
+        return CheckResult(False, choice.kind, str(failure), answered, choice.reason)
     finally:
-        if server is not None:
-            server.stop()
-            logger.info("InfraCheck: %s stopped", server.kind)
+        if running is not None:
+            running.stop()
+            logger.info("InfraCheck: %s stopped", running.kind)
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
@@ -214,6 +233,7 @@ def record_result(blessing: types.Artifact, result: CheckResult) -> None:
         f.write("")
     blessing.set_int_custom_property(BLESSED_PROPERTY, 1 if result.blessed else 0)
     blessing.set_string_custom_property(SERVER_PROPERTY, result.server)
+    blessing.set_string_custom_property(SERVER_REASON_PROPERTY, result.server_reason)
     blessing.set_string_custom_property(MESSAGE_PROPERTY, result.message)
     blessing.set_int_custom_property(REQUESTS_PROPERTY, result.requests)
 
@@ -234,11 +254,19 @@ class Executor(base_executor.BaseExecutor):
             model.uri, path_utils.is_old_model_artifact(model)
         )
         timeout = exec_properties.get(TIMEOUT_SECONDS_KEY)
-        result = run_infra_check(
-            model_path,
-            exec_properties[MODEL_NAME_KEY],
-            int(DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout),
-        )
+        try:
+            result = run_infra_check(
+                model_path,
+                exec_properties[MODEL_NAME_KEY],
+                int(DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout),
+                server=exec_properties.get(SERVER_KEY) or checks.AUTO,
+                image=exec_properties.get(IMAGE_KEY) or checks.TF_SERVING_IMAGE,
+            )
+        except checks.InfraUnavailableError as err:
+            # No blessing either way: the run fails here, naming the infrastructure problem.
+            raise InfraCheckInfrastructureError(
+                f"infrastructure error, the model was not judged: {err}"
+            ) from None
         record_result(blessing, result)
         if result.blessed:
             logger.info("InfraCheck: BLESSED by %s: %s", result.server, result.message)

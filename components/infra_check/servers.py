@@ -1,7 +1,8 @@
 """Starting and stopping the three model servers the infra check can run the candidate in.
 
 Each ``start_*`` returns a :class:`RunningServer` (gRPC target, liveness, log, stop) or raises
-``InfraCheckError`` when the server cannot be started. ``stop()`` never raises.
+``InfraUnavailableError`` when the server cannot be started: that is an infrastructure
+problem, never a verdict on the model. ``stop()`` never raises.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 DOCKER_INFO_TIMEOUT_SECONDS = 10.0
 DOCKER_COMMAND_TIMEOUT_SECONDS = 30.0
+DOCKER_PULL_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 20.0
 LOG_TAIL_CHARS = 4000
 
@@ -47,10 +50,60 @@ def docker_daemon_available(timeout: float = DOCKER_INFO_TIMEOUT_SECONDS) -> boo
     return result.returncode == 0
 
 
-def select_server() -> checks.ServerChoice:
-    """The server to run: the binary on PATH, else Docker if its daemon answers, else local."""
-    binary = find_tf_serving_binary()
-    return checks.choose_server(binary, docker_available=not binary and docker_daemon_available())
+def _docker(args: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+    docker = shutil.which("docker")
+    if not docker:
+        return None
+    try:
+        return subprocess.run(
+            [docker, *args], capture_output=True, timeout=timeout, check=False, text=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def probe_docker(image: str, pull_timeout: float) -> checks.DockerProbe:
+    """Whether a Docker daemon answers and ``image`` is present, or pulled within the timeout."""
+    if not shutil.which("docker"):
+        return checks.DockerProbe(False, detail="no docker client on PATH")
+    if not docker_daemon_available():
+        return checks.DockerProbe(False, detail="no Docker daemon answers (docker info failed)")
+    inspected = _docker(["image", "inspect", "--format", "{{.Id}}", image], timeout=30)
+    if inspected is not None and inspected.returncode == 0:
+        return checks.DockerProbe(True, image_ready=True)
+    started = time.monotonic()
+    pulled = _docker(["pull", "--quiet", image], timeout=max(pull_timeout, 1.0))
+    if pulled is None:
+        return checks.DockerProbe(
+            True,
+            detail=f"a Docker daemon answers, but {image} is not present and `docker pull` did "
+            f"not finish within {time.monotonic() - started:.0f} s",
+        )
+    if pulled.returncode != 0:
+        return checks.DockerProbe(
+            True,
+            detail=f"a Docker daemon answers, but {image} is not present and cannot be pulled "
+            f"({checks.docker_error_line(pulled.stderr or pulled.stdout)})",
+        )
+    return checks.DockerProbe(True, image_ready=True)
+
+
+def select_server(
+    requested: str = checks.AUTO,
+    image: str = checks.TF_SERVING_IMAGE,
+    pull_timeout: float = DOCKER_PULL_TIMEOUT_SECONDS,
+) -> checks.ServerChoice:
+    """The server for ``requested`` (see ``checks.choose_server``), probing only what it needs.
+
+    Raises InfraUnavailableError when an explicitly requested server cannot run here.
+    """
+    binary = (
+        find_tf_serving_binary() if requested in (checks.AUTO, checks.TF_SERVING_BINARY) else None
+    )
+    docker = checks.DockerProbe(False)
+    if requested == checks.DOCKER or (requested == checks.AUTO and not binary):
+        docker = probe_docker(image, pull_timeout)
+    return checks.choose_server(requested, binary, docker, image)
 
 
 def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
@@ -137,7 +190,7 @@ def start_binary(binary: str, base_path: str, model_name: str, work_dir: Path) -
                 start_new_session=True,
             )
     except OSError as err:
-        raise checks.InfraCheckError(f"cannot start {binary}: {err}") from None
+        raise checks.InfraUnavailableError(f"cannot start {binary}: {err}") from None
     return BinaryServer(process, port, log_path)
 
 
@@ -146,9 +199,10 @@ class DockerServer(RunningServer):
 
     kind = checks.DOCKER
 
-    def __init__(self, container_name: str, host_port: int):
+    def __init__(self, container_name: str, host_port: int, image: str):
         self.container_name = container_name
         self.grpc_target = f"127.0.0.1:{host_port}"
+        self.image = image
         self._last_log = ""
 
     def _docker(self, *args: str, timeout: float = DOCKER_COMMAND_TIMEOUT_SECONDS):
@@ -173,7 +227,7 @@ class DockerServer(RunningServer):
         return self._last_log
 
     def exit_description(self) -> str:
-        return f"the {checks.TF_SERVING_IMAGE} container exited (removed with --rm)"
+        return f"the {self.image} container exited: {last_line(self.log_tail())}"
 
     def stop(self) -> None:
         try:
@@ -184,26 +238,24 @@ class DockerServer(RunningServer):
             )
 
 
-def start_docker(base_path: str, model_name: str, timeout: float) -> DockerServer:
+def start_docker(base_path: str, model_name: str, image: str, timeout: float) -> DockerServer:
     port = checks.free_port()
     name = f"infra-check-{uuid.uuid4().hex[:12]}"
-    command = checks.docker_run_command(name, port, model_name, base_path)
+    command = checks.docker_run_command(name, port, model_name, base_path, image)
     logger.info("InfraCheck: starting %s", " ".join(command))
-    server = DockerServer(name, port)
+    server = DockerServer(name, port, image)
     try:
         result = subprocess.run(
             command, capture_output=True, timeout=max(timeout, 1.0), check=False, text=True
         )
     except (OSError, subprocess.SubprocessError) as err:
         server.stop()  # It may have been created after all (e.g. a slow image pull).
-        raise checks.InfraCheckError(
-            f"docker run {checks.TF_SERVING_IMAGE} failed: {err}"
-        ) from None
+        raise checks.InfraUnavailableError(f"docker run {image} failed: {err}") from None
     if result.returncode != 0:
         server.stop()
-        raise checks.InfraCheckError(
-            f"docker run {checks.TF_SERVING_IMAGE} exited with code {result.returncode}: "
-            f"{last_line(result.stderr or result.stdout)}"
+        raise checks.InfraUnavailableError(
+            f"docker run {image} exited with code {result.returncode}: "
+            f"{checks.docker_error_line(result.stderr or result.stdout)}"
         )
     return server
 
@@ -249,7 +301,7 @@ def start_local(base_path: str, model_name: str, work_dir: Path, timeout: float)
         message = str(err).strip().splitlines()
         first = message[0] if message else type(err).__name__
         detail = last_line("\n".join(message[1:])) if len(message) > 1 else ""
-        raise checks.InfraCheckError(
+        raise checks.InfraUnavailableError(
             f"{checks.LOCAL_SERVER} failed to start: {first}" + (f" ({detail})" if detail else "")
         ) from None
     return LocalServer(handle)
@@ -262,7 +314,7 @@ def start(
     if choice.kind == checks.TF_SERVING_BINARY:
         return start_binary(choice.binary, base_path, model_name, work_dir)
     if choice.kind == checks.DOCKER:
-        return start_docker(base_path, model_name, timeout)
+        return start_docker(base_path, model_name, choice.image, timeout)
     if choice.kind == checks.LOCAL_SERVER:
         return start_local(base_path, model_name, work_dir, timeout)
     raise ValueError(f"unknown server kind {choice.kind!r}")

@@ -168,6 +168,7 @@ def test_tensorflow_model_server_on_path_is_used(tmp_path, candidate, monkeypatc
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.setenv("FAKE_TF_SERVING_RECORD", str(record_path))
     assert servers.select_server().kind == "tensorflow_model_server"
+    assert servers.select_server("tensorflow_model_server").kind == "tensorflow_model_server"
 
     model = model_artifact(tmp_path, candidate)
     blessing, _ = run_executor(tmp_path, model)
@@ -253,32 +254,151 @@ def test_missing_saved_model_is_not_blessed(tmp_path, empty_path):
 # --- The pure helpers ---------------------------------------------------------------------------
 
 
-def test_server_choice_order():
-    assert checks.choose_server("/opt/tfs/tensorflow_model_server", True).kind == (
-        "tensorflow_model_server"
-    )
-    assert checks.choose_server(None, True).kind == "docker"
-    assert checks.choose_server(None, False).kind == "local_server"
+def test_auto_server_choice_order():
+    ready = checks.DockerProbe(True, image_ready=True)
+    binary = "/opt/tfs/tensorflow_model_server"
+    assert checks.choose_server("auto", binary, ready).kind == "tensorflow_model_server"
+    assert checks.choose_server("auto", None, ready).kind == "docker"
+    assert checks.choose_server("auto", None, checks.DockerProbe(False)).kind == "local_server"
+    # A daemon without the image: the local server, and the reason says why.
+    no_image = checks.DockerProbe(True, detail="tensorflow/serving:2.16.1 cannot be pulled (x)")
+    choice = checks.choose_server("auto", None, no_image)
+    assert choice.kind == "local_server"
+    assert "cannot be pulled (x)" in choice.reason and choice.reason.startswith("auto:")
+    assert checks.choose_server("local", binary, ready).kind == "local_server"
+    assert checks.choose_server("docker", binary, ready, image="my/tfs:1").image == "my/tfs:1"
 
 
-def test_docker_daemon_is_probed_with_docker_info(tmp_path, monkeypatch):
+def test_config_offers_exactly_the_servers_and_image_of_the_check():
+    from pipeline import config
+
+    assert config.INFRA_CHECK_SERVERS == checks.REQUESTABLE_SERVERS
+    assert config.TF_SERVING_IMAGE == checks.TF_SERVING_IMAGE
+    assert config.PipelineConfig().infra_check_server == checks.AUTO
+
+
+def test_requested_server_that_cannot_run_is_an_infrastructure_error():
+    with pytest.raises(checks.InfraUnavailableError, match="no tensorflow_model_server is on"):
+        checks.choose_server("tensorflow_model_server", None, checks.DockerProbe(True, True))
+    with pytest.raises(checks.InfraUnavailableError, match="cannot be pulled"):
+        checks.choose_server(
+            "docker", None, checks.DockerProbe(True, detail="X cannot be pulled (denied)")
+        )
+    with pytest.raises(ValueError, match="not one of"):
+        checks.choose_server("podman", None, checks.DockerProbe(False))
+
+
+FAKE_DOCKER = """#!/bin/sh
+# A docker client: `info` exits $DOCKER_RC; images are absent and cannot be pulled; `run`
+# fails as docker does when an image is missing, with its usage hint as the last line.
+case "$1" in
+  info) exit "$DOCKER_RC" ;;
+  image) exit 1 ;;
+  pull) echo "Error response from daemon: pull access denied for tensorflow/serving" >&2
+        exit 1 ;;
+  run) echo "docker: Error response from daemon: No such image: $RUN_IMAGE." >&2
+       echo "See 'docker run --help'." >&2
+       exit 125 ;;
+  rm) exit 0 ;;
+esac
+exit 9
+"""
+
+
+@pytest.fixture
+def fake_docker(tmp_path, monkeypatch) -> Path:
+    """PATH holding only a fake docker client (see FAKE_DOCKER); its daemon answers."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    monkeypatch.setenv("PATH", str(bin_dir))
-    assert not servers.docker_daemon_available()  # No client at all.
     docker = bin_dir / "docker"
-    docker.write_text('#!/bin/sh\n[ "$1" = info ] && exit "$DOCKER_RC"\nexit 9\n')
+    docker.write_text(FAKE_DOCKER)
     docker.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("DOCKER_RC", "0")
+    return docker
+
+
+def test_docker_daemon_is_probed_with_docker_info(tmp_path, fake_docker, monkeypatch):
     monkeypatch.setenv("DOCKER_RC", "1")  # A client without an engine.
     assert not servers.docker_daemon_available()
-    assert servers.select_server().kind == "local_server"
+    choice = servers.select_server()
+    assert choice.kind == "local_server" and "no Docker daemon answers" in choice.reason
     monkeypatch.setenv("DOCKER_RC", "0")
     assert servers.docker_daemon_available()
-    assert servers.select_server().kind == "docker"
-    docker.write_text("#!/bin/sh\nsleep 30\n")
+    fake_docker.write_text("#!/bin/sh\nsleep 30\n")
     started = time.monotonic()
     assert not servers.docker_daemon_available(timeout=0.5)  # A hung daemon is bounded.
     assert time.monotonic() - started < 10
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert "no docker client" in servers.select_server().reason
+
+
+def test_docker_without_a_pullable_image_falls_back_to_the_local_server(fake_docker):
+    """The machine of the bug report: a Docker engine, but TF Serving's image can't be had."""
+    choice = servers.select_server("auto", "tensorflow/serving:2.16.1", pull_timeout=10)
+    assert choice.kind == "local_server"
+    assert "cannot be pulled (Error response from daemon: pull access denied" in choice.reason
+    with pytest.raises(checks.InfraUnavailableError, match="pull access denied"):
+        servers.select_server("docker", "tensorflow/serving:2.16.1", pull_timeout=10)
+
+
+def test_docker_run_failure_names_dockers_error_not_its_usage_hint(fake_docker, monkeypatch):
+    monkeypatch.setenv("RUN_IMAGE", "my/tfs:1")
+    choice = checks.ServerChoice("docker", "test", image="my/tfs:1")
+    with pytest.raises(checks.InfraUnavailableError) as raised:
+        servers.start(choice, "/tmp/m", MODEL_NAME, Path("/tmp"), timeout=10)
+    message = str(raised.value)
+    assert "exited with code 125" in message
+    assert "No such image: my/tfs:1" in message
+    assert "--help" not in message
+
+
+def test_requested_server_missing_fails_the_component(tmp_path, candidate, empty_path):
+    model = model_artifact(tmp_path, candidate)
+    with pytest.raises(executor.InfraCheckInfrastructureError) as raised:
+        run_executor(tmp_path, model, server="tensorflow_model_server")
+    assert "infrastructure error, the model was not judged" in str(raised.value)
+    assert "no tensorflow_model_server is on PATH" in str(raised.value)
+
+
+def _save_model_with_py_function(path: Path) -> Path:
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def serve(self, x):
+            return {"y": tf.py_function(lambda v: v * 2.0, [x], tf.float32)}
+
+    model = Model()
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve})
+    return path
+
+
+def test_python_ops_are_refused_before_any_server_starts(tmp_path, empty_path):
+    saved = _save_model_with_py_function(tmp_path / "py_function_model")
+    assert "EagerPyFunc" in checks.saved_model_ops(str(saved))
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "artifact")
+    shutil.copytree(saved, path_utils.serving_model_path(model.uri))
+    blessing, seconds = run_executor(tmp_path, model)
+    result = verdict(blessing)
+    assert result["blessed"] == 0, result
+    assert "uses EagerPyFunc (tf.py_function or tf.numpy_function)" in result["message"]
+    assert "no server started" in result["message"]
+    assert seconds < 30
+
+
+def test_ops_outside_core_tensorflow_are_refused(tmp_path, candidate):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    copy = tmp_path / "custom_op_model"
+    shutil.copytree(candidate, copy)
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((copy / "saved_model.pb").read_bytes())
+    function = saved_model.meta_graphs[0].graph_def.library.function[0]
+    function.node_def[0].op = "SentencepieceTokenizeOp"  # A TF-Text op, not in core TF.
+    (copy / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    with pytest.raises(checks.InfraCheckError, match="ops outside core TensorFlow: Sentence"):
+        checks.check_ops_servable(str(copy))
+    checks.check_ops_servable(str(candidate))  # The pipeline's own kind of model passes.
 
 
 def test_server_commands():
@@ -290,7 +410,8 @@ def test_server_commands():
         "--model_base_path=/tmp/x/m",
     ]
     command = checks.docker_run_command("c1", 9001, "m", "/tmp/x/m")
-    assert command[:4] == ["docker", "run", "-d", "--rm"]
+    assert command[:3] == ["docker", "run", "-d"]
+    assert "--rm" not in command  # Its log must outlive a crash; stop() removes it.
     assert "127.0.0.1:9001:8500" in command
     assert "/tmp/x/m:/models/m:ro" in command
     assert "MODEL_NAME=m" in command
@@ -431,7 +552,12 @@ def test_component_contract():
 
     model = tfx.dsl.Channel(type=standard_artifacts.Model)
     component = InfraCheck(model=model, model_name=MODEL_NAME)
-    assert component.exec_properties == {"model_name": MODEL_NAME, "timeout_seconds": 300}
+    assert component.exec_properties == {
+        "model_name": MODEL_NAME,
+        "timeout_seconds": 300,
+        "server": "auto",
+        "image": "tensorflow/serving:2.16.1",
+    }
     assert component.outputs["blessing"].type == standard_artifacts.InfraBlessing
     assert component.id == "InfraCheck"
     for bad in ("", "a/b", "../x", " x"):
@@ -442,7 +568,9 @@ def test_component_contract():
             InfraCheck(model=model, model_name=MODEL_NAME, timeout_seconds=bad)
 
 
-def _pusher_pipeline(tmp_path: Path, model_dir: Path, name: str, pipeline_root: str = ""):
+def _pusher_pipeline(
+    tmp_path: Path, model_dir: Path, name: str, pipeline_root: str = "", server: str = "auto"
+):
     """Imported model and ModelBlessing (blessed) -> InfraCheck -> VersionedPusher."""
     from tfx import v1 as tfx
 
@@ -455,7 +583,7 @@ def _pusher_pipeline(tmp_path: Path, model_dir: Path, name: str, pipeline_root: 
         tmp_path / "model_blessing", standard_artifacts.ModelBlessing, {"blessed": 1}
     ).with_id("model_blessing_importer")
     infra_check = InfraCheck(
-        model=model.outputs["result"], model_name=MODEL_NAME, timeout_seconds=60
+        model=model.outputs["result"], model_name=MODEL_NAME, timeout_seconds=60, server=server
     )
     pusher = VersionedPusher(
         model=model.outputs["result"],
@@ -496,6 +624,39 @@ def test_local_dag_runner_blocks_the_push_of_an_unservable_model(tmp_path, candi
     assert os.path.exists(os.path.join(infra_blessing.uri, "INFRA_NOT_BLESSED"))
     [pushed] = store.get_artifacts_by_type(standard_artifacts.PushedModel.TYPE_NAME)
     assert pushed.custom_properties["pushed"].int_value == 0
+    assert not (tmp_path / "serving" / MODEL_NAME).exists()
+
+
+@pytest.mark.slow
+def test_an_infrastructure_error_fails_the_run_and_says_so(tmp_path, candidate, empty_path):
+    """A requested server that cannot run: the run fails (exit 1), it does not refuse the model."""
+    import dataclasses
+
+    from ml_metadata import metadata_store
+    from tfx import v1 as tfx
+
+    from pipeline.config import PipelineConfig
+    from pipeline.local import describe_failure
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(candidate, model_dir / "Format-Serving")
+    (tmp_path / "model_blessing").mkdir()
+    name = "infra-check-missing-server"
+    pipeline = _pusher_pipeline(tmp_path, model_dir, name, server="tensorflow_model_server")
+    with pytest.raises(Exception) as raised:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    config = dataclasses.replace(
+        PipelineConfig(),
+        pipeline_name=name,
+        metadata_path=str(tmp_path / "metadata.sqlite"),
+        pipeline_root=str(tmp_path / "root"),
+    )
+    line = describe_failure(config, set(), raised.value, None)
+    assert line.startswith("component InfraCheck failed"), line
+    assert "infrastructure error, the model was not judged" in line
+    assert "no tensorflow_model_server is on PATH" in line
+    store = metadata_store.MetadataStore(pipeline.metadata_connection_config)
+    assert not store.get_artifacts_by_type(standard_artifacts.InfraBlessing.TYPE_NAME)
     assert not (tmp_path / "serving" / MODEL_NAME).exists()
 
 

@@ -37,6 +37,7 @@ FLAGS = [
     "--batch-size=16",
     "--beam-preset=multi-process",
     "--beam-num-workers=3",
+    "--enable-cache=true",
 ]
 EXPECTED_BEAM_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=3"]
 
@@ -81,9 +82,11 @@ def executors(spec) -> dict[str, Any]:
     return dict(deployment.executors)
 
 
-def _task_parameter(spec, task: str, name: str) -> str:
-    value = spec.root.dag.tasks[task].inputs.parameters[name].runtime_value.constant_value
-    return getattr(value, value.WhichOneof("value"))
+def _task_parameter(spec, task: str, name: str) -> Any:
+    """A task's constant parameter (schema 2.1: ``runtimeValue.constant``, a protobuf Value)."""
+    return json_format.MessageToDict(
+        spec.root.dag.tasks[task].inputs.parameters[name].runtime_value.constant
+    )
 
 
 def test_kfp_sdk_loads_the_yaml(compiled, config):
@@ -114,12 +117,54 @@ def test_every_component_of_create_pipeline_is_a_task(spec, config):
     from pipeline.pipeline import create_pipeline
 
     tasks = set(spec.root.dag.tasks)
-    for component in create_pipeline(config).components:
-        # A Resolver becomes one task per resolved channel: "<id>-<channel>-resolver".
-        assert component.id in tasks or any(t.startswith(component.id + "-") for t in tasks), (
-            component.id,
-            sorted(tasks),
-        )
+    assert tasks == {c.id for c in create_pipeline(config).components}
+
+
+def test_spec_is_what_open_source_kubeflow_runs(compiled, spec, executors):
+    """Schema 2.1 (the KFP v2 driver resolves only its ``constant`` values) and no resolver
+    executors (the KFP backend's workflow compiler rejects them)."""
+    assert spec.schema_version == "2.1.0"
+    assert not [name for name, e in executors.items() if e.HasField("resolver")]
+    for task in spec.root.dag.tasks.values():
+        for name, parameter in task.inputs.parameters.items():
+            if parameter.HasField("runtime_value"):
+                assert parameter.runtime_value.HasField("constant"), (name, parameter)
+    document = yaml.safe_load(compiled["yaml"].read_text())
+    assert "constantValue" not in json.dumps(document)
+
+
+def test_runtime_parameters_default_to_the_configured_values(spec, compiled):
+    from pipeline.pipeline import RUNTIME_PARAMETER_FIELDS, TRAINER
+
+    parameters = spec.root.input_definitions.parameters
+    assert set(parameters) == set(RUNTIME_PARAMETER_FIELDS)
+    defaults = {name: json_format.MessageToDict(p.default_value) for name, p in parameters.items()}
+    assert defaults["epochs"] == 7
+    assert defaults["accuracy_floor"] == 0.5
+    trainer_inputs = spec.root.dag.tasks[TRAINER].inputs.parameters
+    assert trainer_inputs["epochs"].component_input_parameter == "epochs"
+    job = json.loads(compiled["json"].read_text())
+    assert job["runtimeConfig"]["parameterValues"]["epochs"] == 7
+
+
+def test_served_baseline_task_is_never_cached(spec):
+    from pipeline.pipeline import SERVED_BASELINE
+
+    assert spec.root.dag.tasks[SERVED_BASELINE].caching_options.enable_cache is False
+    assert spec.root.dag.tasks["Trainer"].caching_options.enable_cache is True  # cache is on
+
+
+def test_a_resolver_is_refused(tmp_path):
+    from pipeline.kubeflow import check_backend_accepts
+
+    document = {
+        "schemaVersion": "2.1.0",
+        "deploymentSpec": {"executors": {"r": {"resolver": {"outputArtifactQueries": {}}}}},
+    }
+    with pytest.raises(ValueError, match="resolver executors r"):
+        check_backend_accepts(document)
+    with pytest.raises(ValueError, match="schemaVersion"):
+        check_backend_accepts({"schemaVersion": "2.0.0"})
 
 
 def test_every_container_runs_the_configured_image(executors):
@@ -140,13 +185,16 @@ def test_beam_args_reach_the_beam_components(executors):
 
 
 def test_trainer_custom_config_and_resources(spec, executors, config):
-    from pipeline.pipeline import TRAINER, create_pipeline
+    from pipeline.pipeline import TRAINER, TRANSFORM, create_pipeline
 
     compiled_config = json.loads(_task_parameter(spec, TRAINER, "custom_config"))
-    assert compiled_config["epochs"] == 7
+    assert "epochs" not in compiled_config  # a runtime parameter of its own
     assert compiled_config["batch_size"] == 16
     assert compiled_config["backbone"] == config.backbone
-    assert compiled_config["image_size"] == config.resolved_image_size
+    # The Trainer reads the image size from the Transform graph, not from its settings.
+    assert "image_size" not in compiled_config
+    transform_config = json.loads(_task_parameter(spec, TRANSFORM, "custom_config"))
+    assert transform_config["image_size"] == config.image_size
     trainer = next(c for c in create_pipeline(config).components if c.id == TRAINER)
     expected = trainer.exec_properties["custom_config"]
     assert compiled_config == (json.loads(expected) if isinstance(expected, str) else expected)

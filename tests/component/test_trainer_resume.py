@@ -77,8 +77,8 @@ def trainer_inputs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
     from components.image_example_gen.example_codec import serialize_example
+    from pipeline.pipeline import transform_custom_config
     from trainer_module import features
-    from trainer_module.backbone_specs import get_backbone_spec
     from trainer_module.preprocessing import preprocessing_fn
 
     root = tmp_path_factory.mktemp("trainer_inputs")
@@ -92,8 +92,7 @@ def trainer_inputs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -
         (root / split).mkdir()
         _write_tfrecord_gz(root / split / "data.gz", records)
 
-    spec = get_backbone_spec("efficientnet_lite0")
-    custom_config = {"image_size": 32, "resize_mode": "stretch", **spec.normalization}
+    custom_config = transform_custom_config(_config())
     feature_spec = {
         features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
         features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
@@ -111,7 +110,27 @@ def trainer_inputs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -
     return {"root": root, "transform_dir": transform_dir}
 
 
+def _config():
+    """Pretrained EfficientNet-Lite0 at 32 px, two short phases with a decaying rate."""
+    from pipeline.config import load_config
+
+    overrides = {
+        "backbone": "efficientnet_lite0",
+        "backbone_weights": "imagenet",
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 8,
+        "learning_rate_schedule": "cosine",
+        "fine_tune_epochs": 2,
+        "early_stopping_patience": 0,
+        "seed": 7,
+    }
+    return load_config(None, overrides, validate=False)
+
+
 def _fn_args(inputs: dict, run: str) -> dict:
+    from pipeline.pipeline import trainer_custom_config
+
     root = inputs["root"]
     return {
         "train_files": [str(root / "train" / "*.gz")],
@@ -119,25 +138,7 @@ def _fn_args(inputs: dict, run: str) -> dict:
         "transform_output": str(inputs["transform_dir"]),
         "serving_model_dir": str(root / "model" / run / "Format-Serving"),
         "model_run_dir": str(root / "model_run" / run),
-        "custom_config": {
-            "backbone": "efficientnet_lite0",
-            "backbone_weights": "imagenet",
-            "image_size": 32,
-            "epochs": 2,
-            "batch_size": 8,
-            "learning_rate": 1e-3,
-            "optimizer": "adam",
-            "learning_rate_schedule": "cosine",
-            "dropout": 0.2,
-            "fine_tune_epochs": 2,
-            "fine_tune_learning_rate": 1e-4,
-            "fine_tune_fraction": 0.3,
-            "augment_flip": True,
-            "augment_zoom": 0.1,
-            "augment_color": 0.0,
-            "early_stopping_patience": 0,
-            "seed": 7,
-        },
+        "custom_config": trainer_custom_config(_config()),
     }
 
 

@@ -2,7 +2,7 @@
 
 Two runs share one output folder. The first trains normally (defaults, at 96 px) and
 pushes. The second trains a deliberately crippled model (one epoch at a learning rate
-that cannot learn): it must resolve the first run's blessed model as its baseline and must
+that cannot learn): it must be gated against the served version 1 as its baseline and must
 not be blessed or pushed.
 """
 

@@ -22,7 +22,7 @@ ALL_COMPONENTS = {
     pipeline_ids.EXAMPLE_VALIDATOR,
     pipeline_ids.TRANSFORM,
     pipeline_ids.TRAINER,
-    pipeline_ids.BASELINE_RESOLVER,
+    pipeline_ids.SERVED_BASELINE,
     pipeline_ids.EVALUATOR,
     pipeline_ids.INFRA_CHECK,
     pipeline_ids.PUSHER,
@@ -53,11 +53,15 @@ def test_first_run_is_blessed_and_pushes_a_saved_model(pipeline_runs, pushed_mod
     first, _ = _summaries(pipeline_runs)
     assert first.blessed is True
     assert first.infra_blessed is True
-    assert first.infra_check_server == "local_server"  # no TF Serving binary or Docker here
-    assert "infra check: passed (local_server)" in pipeline_runs.first_run_log
+    # infra_check_server=auto: whatever this machine has, the choice and its reason are recorded.
+    assert first.infra_check_server in ("tensorflow_model_server", "docker", "local_server")
+    assert first.infra_check_server_reason.startswith("auto: ")
+    assert f"infra check: passed ({first.infra_check_server})" in pipeline_runs.first_run_log
+    assert f"infra check server: {first.infra_check_server_reason}" in pipeline_runs.first_run_log
     assert first.baseline_model_uri is None
-    assert first.metrics["sparse_categorical_accuracy"] >= 0.5  # the configured floor
-    assert first.metrics["top_k_accuracy"] >= first.metrics["sparse_categorical_accuracy"]
+    accuracy = first.metrics[pipeline_ids.ACCURACY_METRIC]
+    assert accuracy >= 0.5  # the configured floor
+    assert first.metrics[pipeline_ids.TOP_K_METRIC] >= accuracy
     assert 0.0 <= first.metrics["expected_calibration_error"] < 0.5
     assert len(first.per_class) == 10
     assert sum(m["support"] for m in first.per_class.values()) == first.metrics["example_count"]
@@ -110,9 +114,12 @@ def test_pushed_model_classifies_unseen_images_in_a_fresh_process(pushed_model, 
     assert accuracy >= HOLDOUT_ACCURACY_FLOOR, f"hold-out accuracy {accuracy:.2f}"
 
 
-def test_second_run_uses_first_blessed_model_as_baseline(pipeline_runs):
+def test_second_run_is_gated_against_the_served_version(pipeline_runs):
     first, second = _summaries(pipeline_runs)
-    assert second.baseline_model_uri == first.candidate_model_uri
+    assert first.baseline_version is None
+    assert second.baseline_version == 1
+    assert second.baseline_model_uri == str(pipeline_runs.model_dir / "1")
+    assert "baseline model: served version 1" in pipeline_runs.second_run_log
     assert second.candidate_model_uri != first.candidate_model_uri
 
 

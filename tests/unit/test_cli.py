@@ -307,7 +307,7 @@ def test_run_dry_run_prints_config_and_graph(capsys, out_dir):
         pipeline_module.EXAMPLE_VALIDATOR,
         pipeline_module.TRANSFORM,
         pipeline_module.TRAINER,
-        pipeline_module.BASELINE_RESOLVER,
+        pipeline_module.SERVED_BASELINE,
         pipeline_module.EVALUATOR,
         pipeline_module.INFRA_CHECK,
         pipeline_module.PUSHER,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import typing
 
 import pytest
 
+from components.image_example_gen.options import IngestOptions
 from pipeline.config import (
     ConfigError,
     PipelineConfig,
@@ -14,6 +17,7 @@ from pipeline.config import (
     config_from_args,
     load_config,
 )
+from trainer_module.settings import TrainingSettings, TransformSettings
 
 
 @pytest.fixture()
@@ -132,3 +136,29 @@ def test_readme_configuration_table_is_current():
         "README's configuration table is stale: paste the output of "
         "`.venv/bin/python -m pipeline.config` into README.md"
     )
+
+
+@pytest.mark.parametrize("owner", [IngestOptions, TransformSettings, TrainingSettings])
+def test_every_component_setting_is_a_config_field_of_the_same_type_and_default(owner):
+    """create_pipeline fills each component's settings from the same-named config fields."""
+    config_types = typing.get_type_hints(PipelineConfig)
+    config_fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    owner_types = typing.get_type_hints(owner)
+    defaults = PipelineConfig()
+    for f in dataclasses.fields(owner):
+        assert f.name in config_fields, f"{owner.__name__}.{f.name} is not a PipelineConfig field"
+        assert owner_types[f.name] == config_types[f.name], f.name
+        assert f.default == getattr(defaults, f.name), f.name
+    assert PipelineConfig().settings_for(owner) == owner()
+
+
+def test_component_settings_are_range_checked_by_their_owner(data_root):
+    # One range per setting: the configuration reports its owner's check, by field name.
+    with pytest.raises(ValueError, match="^eval_fraction: must be between 0.01 and 0.5"):
+        IngestOptions(eval_fraction=0.9).validate()
+    with pytest.raises(ConfigError, match="^eval_fraction: must be between 0.01 and 0.5"):
+        load_config(overrides={"data_root": str(data_root), "eval_fraction": 0.9})
+    with pytest.raises(ValueError, match="^dropout:"):
+        TrainingSettings(dropout=0.95).validate()
+    with pytest.raises(ValueError, match="^image_size: 8 is below the minimum"):
+        TransformSettings(image_size=8).validate()

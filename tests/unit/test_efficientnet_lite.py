@@ -18,6 +18,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 
 from trainer_module import efficientnet_lite as el  # noqa: E402
+from trainer_module.backbone_specs import BACKBONES  # noqa: E402
+from trainer_module.image_ops import normalize  # noqa: E402
+
+LITE0 = BACKBONES["efficientnet_lite0"]
 
 # ------------------------------------------------------------------------------------
 # A tiny torch-like writer (no torch here), so the reader is tested on files whose
@@ -246,9 +250,9 @@ def test_weights_file_lacking_layers_is_refused(tmp_path):
         el.efficientnet_lite0((32, 32, 3), weights="imagenet", include_top=True, classes=5)
 
 
-def test_normalize_lite0():
-    out = el.normalize_lite0(tf.constant([[0, 127, 255]], tf.uint8)).numpy()
-    np.testing.assert_allclose(out, [[-127 / 128, 0.0, 1.0]])
+def test_lite0_spec_normalizes_as_efficientnet_lite_was_trained():
+    pixels = tf.constant([[[0, 127, 255]]], tf.uint8)  # one pixel, three channels
+    np.testing.assert_allclose(normalize(pixels, LITE0).numpy(), [[[-127 / 128, 0.0, 1.0]]])
 
 
 def test_missing_weights_package_is_named(monkeypatch, tmp_path):
@@ -329,7 +333,7 @@ def _foolbox_imagenet() -> tuple[np.ndarray, np.ndarray]:
 def test_imagenet_top1_on_foolbox_images(imagenet_224):
     images, labels = _foolbox_imagenet()
     # Eager call: Keras' predict() spends ~15 s tracing this graph on a 2-core CPU.
-    probs = imagenet_224(el.normalize_lite0(images), training=False).numpy()
+    probs = imagenet_224(normalize(images, LITE0), training=False).numpy()
     correct = int((probs.argmax(axis=1) == labels).sum())
     assert correct >= 16, f"only {correct}/20 top-1 correct"
 
@@ -346,7 +350,7 @@ def test_weights_load_into_backbone_of_other_size(lite0_h5, imagenet_224):
     # Same pixels give the same features, away from the crop's bottom/right border
     # (TF "SAME" pads stride-2 convs at the bottom/right only).
     rng = np.random.default_rng(2)
-    image = el.normalize_lite0(rng.integers(0, 256, (1, 224, 224, 3)))
+    image = normalize(rng.integers(0, 256, (1, 224, 224, 3)), LITE0)
     names = ["stem_relu6", "block1a_project_bn"]
 
     def taps(model):

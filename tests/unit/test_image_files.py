@@ -513,7 +513,7 @@ def test_options_validation_names_the_option():
     with pytest.raises(ValueError, match="eval_fraction"):
         IngestOptions(eval_fraction=0).validate()
     with pytest.raises(ValueError, match="eval_fraction \\+ test_fraction"):
-        IngestOptions(eval_fraction=0.6, test_fraction=0.4).validate()
+        IngestOptions(eval_fraction=0.5, test_fraction=0.45).validate()
     with pytest.raises(ValueError, match="max_bad_fraction"):
         IngestOptions(max_bad_fraction=1.5).validate()
     with pytest.raises(ValueError, match="data_format"):

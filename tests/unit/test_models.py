@@ -15,18 +15,33 @@ from trainer_module.models import (
     build_classifier,
     set_backbone_trainable,
 )
-from trainer_module.train import augment_batch, phase_learning_rate
+from trainer_module.settings import TrainingSettings
+from trainer_module.train import (
+    Phase,
+    augment_batch,
+    fit_phase,
+    phase_learning_rate,
+    training_phases,
+)
 
 
 def test_every_backbone_builds_without_weights_and_classifies():
     # Random weights: nothing is downloaded. Sizes at each backbone's minimum keep it quick.
     for name, spec in BACKBONES.items():
         size = max(spec.min_image_size, 32)
-        backbone = build_backbone(name, size, weights="none")
+        backbone = build_backbone(spec, size, weights="none")
         model = build_classifier(backbone, size, num_classes=3, pretrained=False)
         probabilities = model(tf.zeros([2, size, size, 3])).numpy()
         assert probabilities.shape == (2, 3), name
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_pretrained_means_imagenet_weights_exist_and_are_asked_for():
+    lite0, small_cnn = BACKBONES["efficientnet_lite0"], BACKBONES["small_cnn"]
+    assert lite0.starts_pretrained("imagenet")
+    assert lite0.starts_pretrained("/weights/lite0.h5")
+    assert not lite0.starts_pretrained("none")
+    assert not small_cnn.starts_pretrained("imagenet")
 
 
 def test_keras_imagenet_weights_offline_give_a_clear_error(monkeypatch):
@@ -35,16 +50,16 @@ def test_keras_imagenet_weights_offline_give_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(tf.keras.applications, "MobileNetV2", refuse)
     with pytest.raises(BackboneWeightsError, match="backbone_weights.*efficientnet_lite0"):
-        build_backbone("mobilenet_v2", 96, weights="imagenet")
+        build_backbone(BACKBONES["mobilenet_v2"], 96, weights="imagenet")
 
 
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.h5"):
-        build_backbone("mobilenet_v2", 96, weights=str(tmp_path / "nope.h5"))
+        build_backbone(BACKBONES["mobilenet_v2"], 96, weights=str(tmp_path / "nope.h5"))
 
 
 def test_phase_two_unfreezes_the_top_fraction_but_never_batchnorm():
-    backbone = build_backbone("efficientnet_lite0", 64, weights="none")
+    backbone = build_backbone(BACKBONES["efficientnet_lite0"], 64, weights="none")
     model = build_classifier(backbone, 64, num_classes=4, pretrained=True)
     layers = [layer for layer in model.get_layer(BACKBONE_LAYER_NAME).layers if layer.weights]
 
@@ -66,7 +81,7 @@ def test_phase_two_unfreezes_the_top_fraction_but_never_batchnorm():
 
 
 def test_pretrained_backbone_batchnorm_stays_in_inference_mode_while_training():
-    backbone = build_backbone("efficientnet_lite0", 32, weights="none")
+    backbone = build_backbone(BACKBONES["efficientnet_lite0"], 32, weights="none")
     model = build_classifier(backbone, 32, num_classes=2, pretrained=True)
     set_backbone_trainable(model, 1.0)
     bn = next(
@@ -96,8 +111,41 @@ def test_augmentation_keeps_shape_and_changes_pixels():
 def test_caffe_style_normalization_reorders_to_bgr_and_subtracts_means():
     spec = BACKBONES["resnet50"]
     rgb = tf.constant([[[[10.0, 20.0, 30.0]]]])
-    out = normalize(rgb, spec.input_mean, spec.input_std, spec.bgr).numpy()
+    out = normalize(rgb, spec).numpy()
     np.testing.assert_allclose(out[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-5)
+
+
+def test_training_phases_of_pretrained_and_from_scratch_backbones():
+    settings = TrainingSettings(epochs=2, fine_tune_epochs=3, fine_tune_fraction=0.4)
+    assert training_phases(settings, pretrained=True) == [
+        Phase("phase1", settings.learning_rate, 2, 0.0),
+        Phase("phase2", settings.fine_tune_learning_rate, 3, 0.4),
+    ]
+    no_phase_two = TrainingSettings(epochs=2, fine_tune_epochs=0)
+    assert training_phases(no_phase_two, pretrained=True) == [
+        Phase("phase1", no_phase_two.learning_rate, 2, 0.0)
+    ]
+    assert training_phases(settings, pretrained=False) == [
+        Phase("phase1", settings.learning_rate, 2, None)
+    ]
+
+
+def test_phase_one_trains_the_head_and_leaves_the_frozen_backbone_alone():
+    tf.keras.utils.set_random_seed(3)
+    # small_cnn stands in for a pretrained backbone here: it is small, and freezing is the same.
+    backbone = build_backbone(BACKBONES["small_cnn"], 16, weights="none")
+    model = build_classifier(backbone, 16, num_classes=2, pretrained=True)
+    before = [w.numpy().copy() for w in model.get_layer(BACKBONE_LAYER_NAME).weights]
+    head_before = model.get_layer("head_dense").bias.numpy().copy()
+    images = tf.data.Dataset.from_tensor_slices(
+        (tf.random.uniform([8, 16, 16, 3]), tf.zeros([8], tf.int64))
+    ).batch(4)
+    (phase1,) = training_phases(TrainingSettings(epochs=1, fine_tune_epochs=0), True)
+    history = fit_phase(model, phase1, TrainingSettings(), images, steps_per_epoch=2)
+    assert len(history.history["accuracy"]) == 1
+    after = [w.numpy() for w in model.get_layer(BACKBONE_LAYER_NAME).weights]
+    assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+    assert not np.allclose(model.get_layer("head_dense").bias.numpy(), head_before)
 
 
 def test_constant_schedule_holds_the_phase_learning_rate():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -13,8 +14,11 @@ from PIL import Image
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from trainer_module import features
+from trainer_module.backbone_specs import BACKBONES
 from trainer_module.image_ops import decode_batch
 from trainer_module.preprocessing import preprocessing_fn
+from trainer_module.settings import TransformSettings
+from trainer_module.train import transformed_image_size
 
 IMAGE_SIZE = 32
 
@@ -40,13 +44,10 @@ def transformed(sample_dir, tmp_path_factory):
             }
         )
     )
-    config = {
-        "image_size": IMAGE_SIZE,
-        "input_mean": [127.0] * 3,
-        "input_std": [128.0] * 3,
-        "bgr": False,
-        "resize_mode": "stretch",
-    }
+    # EfficientNet-Lite0 maps 0..255 to (x - 127) / 128.
+    config = dataclasses.asdict(
+        TransformSettings(backbone="efficientnet_lite0", image_size=IMAGE_SIZE)
+    )
     temp_dir = str(tmp_path_factory.mktemp("tft"))
     with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
         (out_rows, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
@@ -67,6 +68,11 @@ def test_images_are_decoded_resized_and_normalized(transformed):
         # Grayscale sources are repeated to three identical channels.
         np.testing.assert_allclose(image[..., 0], image[..., 2])
         assert image.std() > 0.05  # real content, not a blank image
+
+
+def test_the_transform_graph_tells_the_trainer_its_image_size(transformed):
+    _, _, tft_output = transformed
+    assert transformed_image_size(tft_output) == IMAGE_SIZE
 
 
 def test_label_vocabulary_maps_every_class_name_to_its_id(transformed):
@@ -101,7 +107,7 @@ def test_decode_batch_converts_every_layout_to_rgb():
     rgba[..., 0], rgba[..., 3] = 255, 10  # red, nearly transparent: alpha is dropped
     jpeg = _encode(np.full((8, 8, 3), 40, np.uint8), "RGB", "JPEG")
     batch = tf.constant([_encode(gray, "L"), _encode(rgba, "RGBA"), jpeg])
-    images = decode_batch(batch, 16, input_mean=[0.0] * 3, input_std=[255.0] * 3).numpy()
+    images = decode_batch(batch, 16, BACKBONES["small_cnn"]).numpy()  # x / 255
     assert images.shape == (3, 16, 16, 3)
     np.testing.assert_allclose(images[0], 200 / 255, atol=1e-5)
     np.testing.assert_allclose(images[1, ..., 0], 1.0, atol=1e-5)

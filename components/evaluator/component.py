@@ -1,0 +1,68 @@
+"""ServedBaselineEvaluator component: TFX's Evaluator spec plus the two gate parameters."""
+
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.orchestration import data_types
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
+from tfx.utils import json_utils
+
+from components.evaluator import executor
+
+
+class ServedBaselineEvaluatorSpec(standard_component_specs.EvaluatorSpec):
+    """TFX's EvaluatorSpec with ``accuracy_floor`` and ``max_accuracy_drop``."""
+
+    PARAMETERS = {
+        **standard_component_specs.EvaluatorSpec.PARAMETERS,
+        executor.ACCURACY_FLOOR_KEY: ExecutionParameter(type=float),
+        executor.MAX_ACCURACY_DROP_KEY: ExecutionParameter(type=float),
+    }
+
+
+class ServedBaselineEvaluator(base_beam_component.BaseBeamComponent):
+    """TFX's Evaluator (TFMA), blessing a candidate that passes the accuracy gate.
+
+    The gate: overall ``SparseCategoricalAccuracy`` at least ``accuracy_floor``, and, when
+    ``baseline_model`` holds a model, at most ``max_accuracy_drop`` below it. Both may be
+    ``RuntimeParameter``s. Outputs as TFX's Evaluator: ``evaluation`` and ``blessing``.
+    """
+
+    SPEC_CLASS = ServedBaselineEvaluatorSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        model: types.BaseChannel,
+        baseline_model: types.BaseChannel,
+        eval_config: tfma.EvalConfig,
+        accuracy_floor: float | data_types.RuntimeParameter,
+        max_accuracy_drop: float | data_types.RuntimeParameter,
+    ):
+        """Args:
+        examples: the examples to evaluate on (the eval split).
+        model: the candidate (Trainer's model).
+        baseline_model: ServedModelBaseline's output (may hold no model).
+        eval_config: metrics and slices; the gated metric's thresholds are set from
+            ``accuracy_floor`` and ``max_accuracy_drop`` when the executor runs.
+        accuracy_floor: smallest overall accuracy that blesses (0..1).
+        max_accuracy_drop: largest accuracy drop against the baseline that blesses (0..1).
+        """
+        super().__init__(
+            spec=ServedBaselineEvaluatorSpec(
+                examples=examples,
+                model=model,
+                baseline_model=baseline_model,
+                eval_config=eval_config,
+                example_splits=json_utils.dumps(None),
+                fairness_indicator_thresholds=json_utils.dumps(None),
+                accuracy_floor=accuracy_floor,
+                max_accuracy_drop=max_accuracy_drop,
+                evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+                blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            )
+        )

@@ -1,0 +1,93 @@
+"""TFX's Evaluator executor, with the accuracy gate set from execution parameters.
+
+Two changes to TFX's own executor, both before it runs:
+
+- the baseline comes from :class:`components.served_baseline.ServedModelBaseline`, whose
+  output is empty when nothing is served yet; an empty baseline is dropped, so TFX
+  rubber-stamps the change threshold on a first run exactly as with no baseline at all;
+- the accuracy floor and the largest allowed drop are execution parameters rather than
+  constants inside the EvalConfig, so on Kubeflow they can be runtime parameters of the
+  compiled pipeline: a run can be submitted with new thresholds without recompiling.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from tfx import types
+from tfx.components.evaluator import executor as tfx_evaluator_executor
+from tfx.types import standard_component_specs
+from tfx.utils import path_utils, proto_utils
+
+ACCURACY_FLOOR_KEY = "accuracy_floor"
+MAX_ACCURACY_DROP_KEY = "max_accuracy_drop"
+# The metric the gate applies to (TFMA's class name in the EvalConfig).
+GATED_METRIC_CLASS = "SparseCategoricalAccuracy"
+
+
+def accuracy_threshold(floor: float, max_drop: float) -> tfma.MetricThreshold:
+    """At least ``floor``, and at most ``max_drop`` below the baseline (when there is one)."""
+    return tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": float(floor)}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -float(max_drop)},
+        ),
+    )
+
+
+def set_accuracy_thresholds(
+    eval_config: tfma.EvalConfig, floor: float, max_drop: float
+) -> tfma.EvalConfig:
+    """``eval_config`` with the overall threshold of the gated metric set; ValueError if absent."""
+    updated = tfma.EvalConfig()
+    updated.CopyFrom(eval_config)
+    found = False
+    for metrics_spec in updated.metrics_specs:
+        for metric in metrics_spec.metrics:
+            if metric.class_name != GATED_METRIC_CLASS:
+                continue
+            del metric.per_slice_thresholds[:]
+            metric.per_slice_thresholds.add(
+                slicing_specs=[tfma.SlicingSpec()],
+                threshold=accuracy_threshold(floor, max_drop),
+            )
+            found = True
+    if not found:
+        raise ValueError(f"the EvalConfig has no {GATED_METRIC_CLASS} metric to gate on")
+    return updated
+
+
+def holds_model(model: types.Artifact) -> bool:
+    """Whether a Model artifact's serving folder holds a SavedModel."""
+    path = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    return tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
+
+
+class Executor(tfx_evaluator_executor.Executor):
+    """TFX's Evaluator with an optional served baseline and parameterised thresholds."""
+
+    def Do(  # noqa: N802 - TFX API
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        input_dict = dict(input_dict)
+        baseline_key = standard_component_specs.BASELINE_MODEL_KEY
+        baselines = [m for m in input_dict.pop(baseline_key, []) if holds_model(m)]
+        if baselines:
+            input_dict[baseline_key] = baselines
+        exec_properties = dict(exec_properties)
+        floor = exec_properties.pop(ACCURACY_FLOOR_KEY)
+        max_drop = exec_properties.pop(MAX_ACCURACY_DROP_KEY)
+        config_key = standard_component_specs.EVAL_CONFIG_KEY
+        eval_config = tfma.EvalConfig()
+        proto_utils.json_to_proto(exec_properties[config_key], eval_config)
+        exec_properties[config_key] = proto_utils.proto_to_json(
+            set_accuracy_thresholds(eval_config, floor, max_drop)
+        )
+        super().Do(input_dict, output_dict, exec_properties)
