@@ -168,7 +168,7 @@ def report(results: dict[str, list[dict]], workers: int, images: int, classes: i
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the comparison and writes its BENCHMARKS.md section."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="image folder")
     parser.add_argument(
         "--per-class", type=int, help="use only the first N images of each class (a subset)"

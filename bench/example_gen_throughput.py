@@ -138,7 +138,7 @@ def _row(name: str, rates: list[float], reference: list[float], busy: list[float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="/tmp/fmnist", help="Fashion-MNIST export root.")
     parser.add_argument("--repeats", type=int, default=3, help="Runs of each measurement.")
     parser.add_argument(

@@ -270,7 +270,7 @@ def render(results: dict[str, dict[str, Any]], data: Path) -> str:
 
 def main() -> None:
     """Runs the requested candidates and rewrites the BENCHMARKS.md section."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="export with train/ and test/")
     parser.add_argument("--work", type=Path, required=True, help="pipeline output folder")
     parser.add_argument(

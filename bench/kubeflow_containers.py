@@ -52,7 +52,7 @@ def _table(rows: list[tuple[str, float]], header: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--image", help="Use this image tag instead of building one.")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))

@@ -45,7 +45,7 @@ def run_once(extra_args: list[str]) -> tuple[float, dict[str, float], dict[str, 
 
 def main() -> None:
     """Runs the benchmark and writes its BENCHMARKS.md section."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("extra", nargs="*", help="flags passed to local_runner.py")
     args = parser.parse_args()

@@ -506,7 +506,7 @@ def run_throughput(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model-dir", required=True, help="SERVING_DIR/MODEL_NAME (its newest version is used)."
     )

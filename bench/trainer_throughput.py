@@ -606,7 +606,7 @@ def run_preset(preset: Preset, args: argparse.Namespace) -> tuple[dict[str, Any]
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (also the worker's)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--presets",
         nargs="+",

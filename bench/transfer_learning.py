@@ -473,7 +473,7 @@ def run_benchmark(name: str, args: argparse.Namespace) -> list[dict[str, object]
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "benchmarks", nargs="*", choices=sorted(SECTIONS), help="default: both, one after another"
     )

@@ -111,6 +111,22 @@ def _print_yaml(document: dict[str, Any], comment: str) -> None:
     print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
 
 
+def _resolved(config: PipelineConfig) -> dict[str, Any]:
+    """The values a run will use where the configuration leaves the choice to it: the image
+    size (0 means the backbone's default) and the input format ('auto' is detected from the
+    data root). Shown beside the configuration, which stays loadable as it is."""
+    values: dict[str, Any] = {"image_size": config.resolved_image_size}
+    data_format = config.data_format
+    if data_format == "auto" and "://" not in config.data_root:
+        from components.image_example_gen.formats import detect_layout
+        from components.image_example_gen.options import IngestOptions
+
+        options = config.settings_for(IngestOptions)
+        data_format = detect_layout(config.data_root, options).data_format
+    values["data_format"] = data_format
+    return values
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_local_paths(config)
@@ -118,7 +134,11 @@ def _run(args: argparse.Namespace) -> int:
         from pipeline.pipeline import create_pipeline
 
         _print_yaml(
-            {"config": config.to_dict(), "components": _graph(_build(create_pipeline, config))},
+            {
+                "config": config.to_dict(),
+                "resolved": _resolved(config),
+                "components": _graph(_build(create_pipeline, config)),
+            },
             "dry run of `run`: resolved configuration and component graph; nothing was run",
         )
         return EXIT_OK
@@ -154,6 +174,7 @@ def _compile(args: argparse.Namespace) -> int:
         _print_yaml(
             {
                 "config": config.to_dict(),
+                "resolved": _resolved(config),
                 "components": _graph(tfx_pipeline),
                 "kubeflow": {
                     "output": str(Path(output).resolve()),
@@ -190,9 +211,9 @@ class _ServedVersion:
     pushed_by_run: str | None
 
 
-def _served_versions(config: PipelineConfig, pushed: dict[str, str]) -> list[_ServedVersion]:
-    model_dir = Path(config.model_serving_dir)
-    if "://" in config.serving_dir or not model_dir.is_dir():
+def _served_versions(model_folder: str, pushed: dict[str, str]) -> list[_ServedVersion]:
+    model_dir = Path(model_folder)
+    if "://" in model_folder or not model_dir.is_dir():
         return []
     versions = sorted(
         (p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
@@ -209,6 +230,17 @@ def _served_versions(config: PipelineConfig, pushed: dict[str, str]) -> list[_Se
             )
         )
     return result
+
+
+def _inspected_model_dir(args: argparse.Namespace, config: PipelineConfig, summaries: list) -> str:
+    """SERVING_DIR/MODEL_NAME to list: as given, else the one the latest run pushed to
+    (read from its Pusher in MLMD, so a run's non-default --model-name is found)."""
+    given = any(getattr(args, name, None) is not None for name in ("model_name", "serving_dir"))
+    if not given and args.config is None:
+        for summary in reversed(summaries):
+            if summary.model_dir:
+                return summary.model_dir
+    return config.model_serving_dir
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -232,13 +264,14 @@ def _inspect(args: argparse.Namespace) -> int:
     pushed = {
         os.path.normpath(s.pushed_destination): s.run_id for s in summaries if s.pushed_destination
     }
-    versions = _served_versions(config, pushed)
+    model_dir = _inspected_model_dir(args, config, summaries)
+    versions = _served_versions(model_dir, pushed)
     if args.json:
         document = {
             "metadata_path": config.metadata_path,
             "pipeline_name": config.pipeline_name,
             "runs": [dataclasses.asdict(s) for s in summaries],
-            "serving_dir": config.model_serving_dir,
+            "serving_dir": model_dir,
             "served_versions": [dataclasses.asdict(v) for v in versions],
         }
         print(json.dumps(document, indent=2))
@@ -248,7 +281,7 @@ def _inspect(args: argparse.Namespace) -> int:
     for summary in summaries:
         print(format_summary(summary))
         print()
-    print(f"Serving directory {config.model_serving_dir}:")
+    print(f"Serving directory {model_dir}:")
     if not versions:
         print("  no pushed versions")
     for v in versions:
@@ -329,7 +362,9 @@ def _serving_command(
             f"available here ({type(err).__name__}: {err})",
         )
         return EXIT_FAILED
-    parser = argparse.ArgumentParser(prog=f"{PROG} {command}", description=_HELP[command])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog=f"{PROG} {command}", description=_HELP[command]
+    )
     add(parser)
     return int(handler(parser.parse_args(argv)) or 0)
 
@@ -372,6 +407,7 @@ _DELEGATED: dict[str, Callable[[list[str]], int]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with the run, compile and inspect subcommands."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG,
         description="Image-classification TFX pipeline: run locally, compile for Kubeflow "
         "Pipelines / Vertex AI, inspect runs, export data, serve and predict.",
@@ -380,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help=_HELP["run"], description=_HELP["run"])
+    run = commands.add_parser(
+        "run", help=_HELP["run"], description=_HELP["run"], allow_abbrev=False
+    )
     add_config_arguments(run)
     run.add_argument(
         "--dry-run",
@@ -389,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    compile_ = commands.add_parser("compile", help=_HELP["compile"], description=_HELP["compile"])
+    compile_ = commands.add_parser(
+        "compile", help=_HELP["compile"], description=_HELP["compile"], allow_abbrev=False
+    )
     compile_.add_argument(
         "--output",
         "-o",
@@ -414,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(compile_)
     compile_.set_defaults(handler=_compile)
 
-    inspect = commands.add_parser("inspect", help=_HELP["inspect"], description=_HELP["inspect"])
+    inspect = commands.add_parser(
+        "inspect", help=_HELP["inspect"], description=_HELP["inspect"], allow_abbrev=False
+    )
     inspect.add_argument("--run-id", help="Show only this run (default: every run).")
     inspect.add_argument("--last", type=int, metavar="N", help="Show only the last N runs.")
     inspect.add_argument("--json", action="store_true", help="Print JSON instead of text.")
@@ -422,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=_inspect)
 
     defaults = commands.add_parser(
-        "defaults", help=_HELP["defaults"], description=_HELP["defaults"]
+        "defaults", help=_HELP["defaults"], description=_HELP["defaults"], allow_abbrev=False
     )
     defaults.set_defaults(handler=_defaults)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import tempfile
 import types
@@ -20,11 +21,8 @@ from typing import Any
 
 import yaml
 
-from components.image_example_gen.options import (
-    DATA_FORMATS,
-    DEFAULT_MAX_IMAGE_PIXELS,
-    IngestOptions,
-)
+from components.image_example_gen.formats import DATA_FORMATS, preflight
+from components.image_example_gen.options import DEFAULT_MAX_IMAGE_PIXELS, IngestOptions
 from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
 from trainer_module.settings import (
     LEARNING_RATE_SCHEDULES,
@@ -46,6 +44,12 @@ IN_PROCESS_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers
 # Named sets of DirectRunner arguments (--beam-preset). "none" leaves beam_pipeline_args alone.
 BEAM_PRESETS = ("none", "in-process", "multi-process")
 _DIRECT_RUNNER_FLAGS = ("--direct_running_mode", "--direct_num_workers")
+
+# The largest input batch the Trainer may be asked to hold: batch_size x image_size^2 x 3
+# channels x 4 bytes (float32). The backbone's activations take tens of times more, so a
+# size past this bound cannot train on any machine this pipeline targets; at the default
+# batch_size of 32 it allows image_size 2364 (EfficientNet-Lite0's default is 224).
+MAX_INPUT_BATCH_BYTES = 2 * 2**30
 
 
 class ConfigError(ValueError):
@@ -359,6 +363,7 @@ def _validate(config: PipelineConfig) -> None:
             f"infra_check_server: {config.infra_check_server!r} is not one of "
             f"{', '.join(INFRA_CHECK_SERVERS)}"
         )
+    _check_input_batch_memory(config)
     weights = config.backbone_weights
     if weights not in ("imagenet", "none") and "://" not in weights and not os.path.isfile(weights):
         raise ConfigError(
@@ -395,6 +400,11 @@ def _validate(config: PipelineConfig) -> None:
         raise ConfigError(
             f"model_name: use letters, digits, '-' and '_' only, got {config.model_name!r}"
         )
+    if not config.data_root.strip():
+        raise ConfigError(
+            "data_root: empty; point it at a folder with one subfolder of images per class, a "
+            "manifest or TFRecord files (--data-root DIR)"
+        )
     data_root = Path(config.data_root)
     if "://" not in config.data_root:
         if not data_root.is_dir():
@@ -404,6 +414,37 @@ def _validate(config: PipelineConfig) -> None:
             )
         if not any(data_root.iterdir()):
             raise ConfigError(f"data_root: {config.data_root} is empty")
+        _check_data_layout(config)
+
+
+def _check_input_batch_memory(config: PipelineConfig) -> None:
+    """image_size: one float32 input batch must fit in MAX_INPUT_BATCH_BYTES."""
+    size = config.resolved_image_size
+    batch_bytes = config.batch_size * size * size * 3 * 4
+    if config.batch_size >= 1 and batch_bytes > MAX_INPUT_BATCH_BYTES:
+        largest = int((MAX_INPUT_BATCH_BYTES / (config.batch_size * 12)) ** 0.5)
+        raise ConfigError(
+            f"image_size: {size} needs {batch_bytes / 2**30:,.1f} GiB for one input batch "
+            f"(batch_size {config.batch_size} x {size} x {size} x 3 channels x 4 bytes), above "
+            f"the {MAX_INPUT_BATCH_BYTES // 2**30} GiB bound; at batch_size {config.batch_size} "
+            f"the largest image_size is {largest}"
+        )
+
+
+def _check_data_layout(config: PipelineConfig) -> None:
+    """What one listing of the data root's top shows, checked before anything runs.
+
+    Catches a manifest outside the root or missing, a data_format that does not match the
+    root (tfrecord on class folders), and a root with a single class folder.
+    """
+    try:
+        preflight(config.data_root, config.settings_for(IngestOptions))
+    except ValueError as err:  # ImageFolderError too
+        message = str(err)
+        known = ("data_root", "data_format", "manifest", "labels_file", "eval_fraction")
+        if not message.startswith(known):
+            message = f"data_root: {message}"
+        raise ConfigError(message) from None
 
 
 def beam_flag_name(arg: str) -> str:
@@ -481,6 +522,8 @@ def check_local_paths(config: PipelineConfig) -> None:
         ("pipeline_root", config.pipeline_root),
         ("metadata_path", os.path.dirname(config.metadata_path)),
         ("serving_dir", config.serving_dir),
+        # An existing, read-only SERVING_DIR/MODEL_NAME would fail only in the Pusher.
+        ("serving_dir", config.model_serving_dir),
     ]
     checked: set[Path] = set()
     for name, value in targets:
@@ -538,11 +581,11 @@ def load_config(
         values.update(loaded)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
 
-    unknown = sorted(set(values) - set(_FIELDS))
+    unknown = sorted(set(values) - set(_FIELDS), key=str)
     if unknown:
         raise ConfigError(
-            f"unknown configuration field(s): {', '.join(unknown)}; "
-            f"known fields: {', '.join(_FIELDS)}"
+            "; ".join(_unknown_field_message(str(name)) for name in unknown)
+            + " (`tfx-image-pipeline defaults` lists every field)"
         )
     coerced = {name: _coerce(name, value) for name, value in values.items()}
     config = PipelineConfig(**coerced)
@@ -568,6 +611,13 @@ def load_config(
             config.beam_pipeline_args, config.beam_preset, config.beam_num_workers
         ),
     )
+
+
+def _unknown_field_message(name: str) -> str:
+    """'unknown configuration field X', with the closest field names if any are close."""
+    close = difflib.get_close_matches(name.replace("-", "_"), list(_FIELDS), n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown configuration field {name!r}{hint}"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

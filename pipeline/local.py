@@ -92,6 +92,26 @@ def _run_ids(metadata_path: str) -> set[str]:
     return set(list_run_ids(open_store(metadata_path)))
 
 
+def shorten_keeping_paths(text: str, limit: int = 300) -> str:
+    """``text`` cut to about ``limit`` characters between words, never inside a path.
+
+    The words that do not fit are dropped, except paths (words with a '/'), which are kept
+    whole after an ellipsis: the report or log a message names must stay usable.
+    """
+    if len(text) <= limit:
+        return text
+    words = text.split(" ")
+    kept: list[str] = []
+    length = 0
+    for i, word in enumerate(words):
+        if length + len(word) > limit and kept:
+            paths = [w for w in words[i:] if "/" in w]
+            return " ".join(kept) + " ..." + "".join(f" {p}" for p in paths)
+        kept.append(word)
+        length += len(word) + 1
+    return text
+
+
 def describe_failure(
     config: PipelineConfig, runs_before: set[str], error: BaseException, log_path: Path | None
 ) -> str:
@@ -99,7 +119,8 @@ def describe_failure(
     from pipeline.run_summary import list_run_ids, open_store, summarize_run
 
     lines = str(error).strip().splitlines()
-    reason = f"{type(error).__name__}: {lines[0]}"[:300] if lines else type(error).__name__
+    reason = shorten_keeping_paths(f"{type(error).__name__}: {lines[0]}" if lines else "")
+    reason = reason or type(error).__name__
     logs = f"log: {log_path}" if log_path else "log: stderr above"
     try:
         store = open_store(config.metadata_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -31,6 +32,8 @@ class RunSummary:
     components: list[ComponentRun]
     blessed: bool | None = None
     pushed_destination: str | None = None
+    # SERVING_DIR/MODEL_NAME the run's Pusher was configured with (pushed or not).
+    model_dir: str | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     baseline_model_uri: str | None = None  # the served version the candidate was gated against
     baseline_version: int | None = None  # its version number; None when nothing was served
@@ -111,11 +114,24 @@ def summarize_run(
             )
         )
         _add_outputs(store, execution, component_id, summary)
+        summary.model_dir = summary.model_dir or _push_base_directory(execution)
     if summary.evaluation_uri and summary.transform_graph_uri:
         summary.per_class = load_per_class_metrics(
             summary.evaluation_uri, read_class_names(summary.transform_graph_uri)
         )
     return summary
+
+
+def _push_base_directory(execution: Any) -> str | None:
+    """The serving folder of a Pusher execution's ``push_destination`` exec property."""
+    raw = _property(execution, "push_destination")
+    if not raw:
+        return None
+    try:
+        filesystem = json.loads(raw).get("filesystem", {})
+    except (ValueError, AttributeError):
+        return None
+    return filesystem.get("base_directory") or filesystem.get("baseDirectory")
 
 
 def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> None:

@@ -8,9 +8,13 @@ resizes them itself), over REST (base64 in JSON) or gRPC.
     python -m serving.client --protocol grpc --top-k 5 'data/holdout/*/*.png'
 
 One line per file: ``PATH: NAME PROBABILITY, NAME PROBABILITY, ...``. The model returns the
-name of its top class only; other classes are named from ``--labels`` (the vocabulary file,
-e.g. ``VERSION_DIR/assets/label_vocabulary``) or from the top classes seen in the same run,
-and shown as ``#ID`` otherwise. Exit codes: 0 done, 1 server or connection error, 2 bad input.
+name of its top class only; the other classes are named from the model's own vocabulary
+(``VERSION_DIR/assets/label_vocabulary`` of the newest version under ``--model-dir``, by
+default the pipeline's ``outputs/serving/MODEL_NAME``), from ``--labels``, or from the top
+classes seen in the same run, and shown as ``#ID`` otherwise. A file that cannot be read, or
+that the server rejects, is reported by name on stderr and the others are still printed.
+Exit codes: 0 done, 1 server or connection error (or a file the server rejected), 2 bad
+input (a file that cannot be read).
 """
 
 from __future__ import annotations
@@ -39,14 +43,22 @@ from trainer_module import features  # noqa: E402
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}  # TF Serving's defaults
 DEFAULT_MODEL_NAME = PipelineConfig.model_name
+# The pipeline's default serving_dir (OUTPUT_DIR/serving with output_dir "outputs"), where
+# predict looks for the model's vocabulary when --model-dir is not given.
+DEFAULT_SERVING_DIR = os.path.join("outputs", "serving")
 
 
 class PredictError(Exception):
-    """A failure to report on one line; ``exit_code`` 1 (server/transport) or 2 (input)."""
+    """A failure to report on one line; ``exit_code`` 1 (server/transport) or 2 (input).
 
-    def __init__(self, message: str, exit_code: int = 1):
+    ``rejected_input``: the server refused the request's content (HTTP 400,
+    INVALID_ARGUMENT), so one bad image may be to blame, not the server.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1, rejected_input: bool = False):
         super().__init__(message)
         self.exit_code = exit_code
+        self.rejected_input = rejected_input
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,9 @@ def predict_rest(
         detail = err.read().decode("utf-8", "replace")
         with contextlib.suppress(ValueError, KeyError, TypeError):
             detail = json.loads(detail)["error"]
-        raise PredictError(f"{url} answered HTTP {err.code}: {_one_line(detail)}") from None
+        raise PredictError(
+            f"{url} answered HTTP {err.code}: {_one_line(detail)}", rejected_input=err.code == 400
+        ) from None
     except urllib.error.URLError as err:
         reason = err.reason
         if isinstance(reason, ConnectionRefusedError):
@@ -183,7 +197,10 @@ def predict_grpc(
                 raise PredictError(f"cannot connect to {target}: {details}") from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise PredictError(f"{target} did not answer within {timeout:g} s") from None
-            raise PredictError(f"{target} answered {code.name}: {details}") from None
+            raise PredictError(
+                f"{target} answered {code.name}: {details}",
+                rejected_input=code == grpc.StatusCode.INVALID_ARGUMENT,
+            ) from None
     return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
 
@@ -232,28 +249,63 @@ def top_k(prediction: Prediction, k: int, names: dict[int, str]) -> list[tuple[i
     ]
 
 
-def read_labels(path: str) -> dict[int, str]:
+def read_labels(path: str | os.PathLike) -> dict[int, str]:
     """Class names by id from a vocabulary file: one name per line, line number = id."""
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as err:
-        raise PredictError(
-            f"cannot read labels {path}: {err.strerror or err}", exit_code=2
-        ) from None
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise PredictError(f"cannot read labels {path}: {reason}", exit_code=2) from None
     return {i: line.strip() for i, line in enumerate(lines) if line.strip()}
 
 
-def predict_files(args: argparse.Namespace) -> list[Prediction]:
-    """Sends the files in batches of ``args.batch_size``; returns one Prediction per file."""
+def model_vocabulary(model_dir: str | os.PathLike) -> dict[int, str] | None:
+    """Class names from the exported model's vocabulary asset, or None if there is none.
+
+    ``model_dir`` is a SavedModel version folder, or a model folder holding integer
+    versions (the newest complete one is read).
+    """
+    from serving.model_manager import scan_versions
+
+    folder = Path(model_dir)
+    if not (folder / "saved_model.pb").is_file():
+        versions = scan_versions(folder)
+        if not versions:
+            return None
+        folder = Path(versions[max(versions)])
+    vocabulary = folder / "assets" / features.LABEL_VOCABULARY_NAME
+    return read_labels(vocabulary) if vocabulary.is_file() else None
+
+
+@dataclass
+class PredictRun:
+    """What predict_files got: one Prediction per file answered, one message per failure."""
+
+    results: list[Prediction]
+    failures: list[tuple[str, PredictError]]
+
+
+def predict_files(args: argparse.Namespace) -> PredictRun:
+    """Sends the files in batches of ``args.batch_size``.
+
+    A file that cannot be read is a failure of its own; a batch the server rejects is sent
+    again one file at a time, so only the files it rejects fail. Server and connection
+    errors still raise PredictError.
+    """
     paths = expand_image_paths(args.images)
     call = predict_grpc if args.protocol == "grpc" else predict_rest
     port = args.port or DEFAULT_PORTS[args.protocol]
-    results: list[Prediction] = []
-    batch_size = max(1, args.batch_size)
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start : start + batch_size]
+    run = PredictRun([], [])
+    readable: list[tuple[str, bytes]] = []
+    for path in paths:
+        try:
+            readable.append((path, _read(path)))
+        except PredictError as err:
+            run.failures.append((path, err))
+
+    def send(batch: list[tuple[str, bytes]]) -> list[Prediction]:
         outputs = call(
-            [_read(p) for p in batch],
+            [data for _, data in batch],
             host=args.host,
             port=port,
             model_name=args.model_name,
@@ -261,8 +313,45 @@ def predict_files(args: argparse.Namespace) -> list[Prediction]:
             signature_name=args.signature_name,
             timeout=args.timeout,
         )
-        results.extend(_predictions(batch, outputs))
-    return results
+        return _predictions([path for path, _ in batch], outputs)
+
+    batch_size = max(1, args.batch_size)
+    for start in range(0, len(readable), batch_size):
+        batch = readable[start : start + batch_size]
+        try:
+            run.results.extend(send(batch))
+        except PredictError as err:
+            if not err.rejected_input:
+                raise
+            for one in batch:  # find the files the server rejects
+                try:
+                    run.results.extend(send([one]))
+                except PredictError as one_err:
+                    if not one_err.rejected_input:
+                        raise
+                    run.failures.append((one[0], one_err))
+    order = {path: i for i, path in enumerate(paths)}
+    run.results.sort(key=lambda r: order[r.path])
+    return run
+
+
+def _class_names(args: argparse.Namespace, results: list[Prediction]) -> dict[int, str]:
+    """Names by class id: --labels, else the model's vocabulary, else the names seen."""
+    if args.labels:
+        names = read_labels(args.labels)
+    else:
+        model_dir = args.model_dir or os.path.join(DEFAULT_SERVING_DIR, args.model_name)
+        names = model_vocabulary(model_dir) or {}
+        if any(names.get(r.class_id, r.class_name) != r.class_name for r in results):
+            print(
+                f"note: the vocabulary under {model_dir} does not match the served model's "
+                "class names (another version?); it is not used",
+                file=sys.stderr,
+            )
+            names = {}
+    for result in results:  # Name every class some image was predicted as.
+        names.setdefault(result.class_id, result.class_name)
+    return names
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -303,7 +392,15 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels",
         default=None,
-        help="Vocabulary file naming every class (e.g. VERSION_DIR/assets/label_vocabulary).",
+        help="Vocabulary file naming every class (e.g. VERSION_DIR/assets/label_vocabulary); "
+        "default: the model's own, from --model-dir.",
+    )
+    parser.add_argument(
+        "--model-dir",
+        default=None,
+        help="The served model's folder (SERVING_DIR/MODEL_NAME, or one version), to read its "
+        "class names from (default: "
+        f"{os.path.join(DEFAULT_SERVING_DIR, 'MODEL_NAME')}, the pipeline's default).",
     )
     parser.add_argument(
         "--json", action="store_true", help="Print one JSON object per image instead of text."
@@ -313,14 +410,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Runs ``predict``: prints the top classes per file; returns the exit code."""
     try:
-        names = read_labels(args.labels) if args.labels else {}
-        results = predict_files(args)
+        run = predict_files(args)
+        names = _class_names(args, run.results)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    for result in results:  # Name every class some image was predicted as.
-        names.setdefault(result.class_id, result.class_name)
-    for result in results:
+    for result in run.results:
         best = top_k(result, args.top_k, names)
         if args.json:
             print(
@@ -336,11 +431,24 @@ def run_predict(args: argparse.Namespace) -> int:
             )
         else:
             print(f"{result.path}: " + ", ".join(f"{name} {p:.4f}" for _, name, p in best))
-    return 0
+    for path, err in run.failures:
+        message = str(err) if path in str(err) else f"{path}: {err}"
+        print(f"error: {message}", file=sys.stderr)
+    unnamed = sorted(
+        {i for r in run.results for i, _, _ in top_k(r, args.top_k, names) if i not in names}
+    )
+    if unnamed:
+        print(
+            f"note: class ids {', '.join(map(str, unnamed))} have no name here (shown as #ID); "
+            "pass --model-dir SERVING_DIR/MODEL_NAME or --labels FILE",
+            file=sys.stderr,
+        )
+    return max((err.exit_code for _, err in run.failures), default=0)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m serving.client",
         description="Send image files to a TensorFlow Serving endpoint; print the top classes.",
     )

@@ -1207,6 +1207,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m serving.server",
         description="Serve SavedModels over TensorFlow Serving's REST and gRPC APIs.",
     )

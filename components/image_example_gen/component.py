@@ -18,7 +18,8 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
 from components.image_example_gen import executor
-from components.image_example_gen.image_files import Layout, detect_layout
+from components.image_example_gen.formats import detect_layout
+from components.image_example_gen.image_files import Layout
 from components.image_example_gen.options import IngestOptions
 
 

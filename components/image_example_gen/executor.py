@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import posixpath
 from typing import Any
 
 import apache_beam as beam
@@ -26,7 +25,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.image_example_gen import image_files, report
+from components.image_example_gen import report
+from components.image_example_gen.formats import get_format
 from components.image_example_gen.image_files import ImageFolderError, Listing
 from components.image_example_gen.ingest import (
     IngestRun,
@@ -134,26 +134,17 @@ class Executor(BaseExampleGenExecutor):
             [s.name for s in input_config.splits],
             [(s.name, s.hash_buckets) for s in output_config.split_config.splits],
         )
+        input_format = get_format(options.data_format)
         listing = Listing()
         listing.facts.notes.extend(layout_notes_from_exec_properties(exec_properties))
         input_bytes: dict[str, float] = {}
         for split in input_config.splits:
-            found = image_files.list_split(
-                root, split.name, split.pattern, options.data_format, options
-            )
+            found = input_format.list_split(root, split.name, split.pattern, options)
             listing.extend(found)
             sizes = [f.size for f in found.images] + [r.size for r in found.records]
             input_bytes[split.name] = sum(s if s >= 0 else _ASSUMED_IMAGE_BYTES for s in sizes)
-        labels = None
-        if options.data_format == "tfrecord":
-            labels = image_files.read_labels_file(root, options.labels_file)
-            if labels is None:
-                listing.facts.notes.append(
-                    "no labels file: integer labels are stored as their decimal strings"
-                )
-        sources = {
-            s.name: _describe_source(s.pattern, options.data_format) for s in input_config.splits
-        }
+        state = input_format.prepare(root, options, listing.facts)
+        sources = {s.name: input_format.describe_source(s.pattern) for s in input_config.splits}
         split_sources: dict[str, str] = {}
         shards: dict[str, int] = {}
         total_buckets = sum(b for _, b in plan.hash_splits)
@@ -166,7 +157,7 @@ class Executor(BaseExampleGenExecutor):
             if name != plan.hashed_input:
                 split_sources[name] = sources[name]
                 shards[name] = max(1, math.ceil(input_bytes[name] / shard_bytes))
-        return IngestRun(root, options, plan, listing, labels, split_sources, shards)
+        return IngestRun(root, options, plan, listing, state, split_sources, shards)
 
     def Do(  # noqa: N802 - TFX API
         self,
@@ -190,7 +181,7 @@ class Executor(BaseExampleGenExecutor):
             report_path=report_path,
         )
         try:
-            image_files.check_listing(run.listing, run.root, run.options.data_format)
+            get_format(run.options.data_format).check_listing(run.listing, run.root)
         except ImageFolderError as err:
             path = failed_report_path(examples.uri)
             write_report(report.build_report(run.listing.facts, context), path)
@@ -243,6 +234,7 @@ class Executor(BaseExampleGenExecutor):
             totals["skipped_bad"]
             or report_doc["duplicates"]["label_conflicts"]
             or report_doc["duplicates"]["across_splits"]
+            or report_doc.get("warnings")
         )
         _LOG.log(
             logging.WARNING if needs_attention else logging.INFO,
@@ -253,14 +245,3 @@ class Executor(BaseExampleGenExecutor):
         examples_utils.set_file_format(
             examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
         )
-
-
-def _describe_source(pattern: str, data_format: str) -> str:
-    if data_format == "manifest":
-        return f"manifest {pattern}"
-    folder = posixpath.dirname(pattern)
-    if not folder:
-        return "the data root"
-    if folder == "*":
-        return "all split folders, pooled"
-    return f"folder {folder}/"

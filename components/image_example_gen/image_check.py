@@ -110,6 +110,8 @@ def jpeg_header(data: bytes) -> tuple[int, int, int, int] | None:
             precision, height, width, components = struct.unpack(">BHHB", data[i + 4 : i + 10])
             if width == 0 or height == 0:  # height given later (DNL): let Pillow decide
                 return None
+            if not 1 <= components <= 4:  # not a frame TensorFlow decodes: let Pillow decide
+                return None
             return width, height, precision, components
         i += 2 + length
     return None

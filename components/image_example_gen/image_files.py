@@ -1,22 +1,18 @@
-"""Finding the inputs under a data root: the layout, the files, the manifest rows.
+"""Listing the inputs under a data root: the rules every input format shares.
 
-Pure Python, no Beam: the rules (which files count, which are skipped and why) are
-unit-testable and shared by every input shape. Local paths use ``os``; remote roots
-(``gs://``, ``s3://``...) go through ``tf.io.gfile``, imported only when one is used.
+Pure Python, no Beam: file systems, labels, split folders, symlinks, hidden files, work
+units and the early checks, unit-testable and used by the format modules in ``formats/``
+(one per input shape: class folders, a CSV/TSV manifest, TFRecords). Local paths use
+``os``; remote roots (``gs://``, ``s3://``...) go through ``tf.io.gfile``, imported only
+when one is used.
 
-Three input shapes:
-
-- ``folders``: ``ROOT/<class>/**/<image>``, or ``ROOT/<split>/<class>/**/<image>`` with split
-  folders ``train/``, ``val/``/``valid/``/``validation/``/``eval/`` and ``test/``;
-- ``manifest``: a CSV/TSV file with a path column and a label column, paths relative to it;
-- ``tfrecord``: files of tf.train.Example records, in ``ROOT`` or in split folders.
+Split folders: ``ROOT/<split>/...`` with ``train/``, ``val/``/``valid/``/``validation/``/
+``eval/`` and ``test/``.
 """
 
 from __future__ import annotations
 
-import csv
 import fnmatch
-import io
 import os
 import posixpath
 import unicodedata
@@ -49,8 +45,6 @@ SPLIT_FOLDER_NAMES = {
     "eval": EVAL_SPLIT,
     "test": TEST_SPLIT,
 }
-TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
-DEFAULT_LABELS_FILE = "labels.txt"
 # The single input split of a root that is not laid out in split folders.
 ALL_SPLIT = "all"
 # Files of one work unit: bounded in count and bytes, so a worker's batch fits in memory.
@@ -75,7 +69,8 @@ class ImageFile(NamedTuple):
 
 
 class RecordFile(NamedTuple):
-    """One TFRecord file: path relative to the data root, input split, bytes."""
+    """One file that holds many images (a TFRecord file): path relative to the root, input
+    split, bytes."""
 
     relative_path: str
     split: str
@@ -157,7 +152,8 @@ def _scan(folder: str) -> list[_Entry]:
     return entries
 
 
-def _is_dir(path: str) -> bool:
+def is_dir(path: str) -> bool:
+    """Whether a local or remote path is a folder."""
     if is_remote(path):
         import tensorflow as tf  # only for remote roots
 
@@ -165,7 +161,8 @@ def _is_dir(path: str) -> bool:
     return os.path.isdir(path)
 
 
-def _exists(path: str) -> bool:
+def exists(path: str) -> bool:
+    """Whether a local or remote path exists."""
     if is_remote(path):
         import tensorflow as tf  # only for remote roots
 
@@ -173,7 +170,8 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
-def _join(root: str, relative: str) -> str:
+def join_path(root: str, relative: str) -> str:
+    """``relative`` under ``root``, for local and remote roots."""
     return posixpath.join(root, relative) if is_remote(root) else os.path.join(root, relative)
 
 
@@ -188,12 +186,13 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _inside(path: str, real_root: str) -> bool:
+def inside_root(path: str, real_root: str) -> bool:
+    """Whether ``path``, symlinks resolved, is ``real_root`` or inside it."""
     real = os.path.realpath(path)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
-def _relative(path: str, root: str) -> str:
+def relative_path(path: str, root: str) -> str:
     """``path`` relative to ``root``, with ``/`` separators (paths come from scanning root)."""
     separator = "/" if is_remote(root) else os.sep
     prefix = root.rstrip("/" + separator) + separator
@@ -213,49 +212,14 @@ def normalize_label(raw: str) -> str:
     label = unicodedata.normalize("NFC", raw).strip()
     if not label:
         raise SkippedInputError(report.EMPTY_LABEL)
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in label):
+    # Cc: control characters; Cs: undecodable bytes of a file name; Zl/Zp: line and paragraph
+    # separators, which split the vocabulary file's lines for Python readers.
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in label):
         raise SkippedInputError(report.BAD_LABEL, f"label {label!r} holds control characters")
     return label
 
 
-def read_labels_file(root: str, labels_file: str) -> list[str] | None:
-    """Class names for integer labels: line i names label i.
-
-    ``labels_file`` is relative to the root; empty means ``labels.txt`` in the root if it
-    exists, else None (integer labels are then kept as their decimal strings).
-    """
-    path = _join(root, labels_file or DEFAULT_LABELS_FILE)
-    if not labels_file and not _exists(path):
-        return None
-    try:
-        text = read_bytes(path).decode("utf-8-sig")
-    except Exception as err:  # OSError, UnicodeDecodeError, tf.errors.NotFoundError
-        raise ImageFolderError(f"labels_file: cannot read {path}: {err}") from None
-    names = text.splitlines()
-    while names and not names[-1].strip():
-        names.pop()
-    labels = []
-    for i, name in enumerate(names):
-        try:
-            labels.append(normalize_label(name))
-        except SkippedInputError as err:
-            raise ImageFolderError(f"labels_file {path}: line {i + 1}: {err}") from None
-    if len(set(labels)) != len(labels):
-        raise ImageFolderError(f"labels_file {path}: class names repeat")
-    return labels
-
-
 # --- Layout -----------------------------------------------------------------------------
-
-
-def is_tfrecord_name(name: str) -> bool:
-    """Whether a file name looks like a TFRecord file (optionally gzipped)."""
-    lower = name.lower()
-    if lower.endswith(".gz"):
-        lower = lower[:-3]
-        if "tfrecord" in lower:
-            return True
-    return lower.endswith(TFRECORD_SUFFIXES)
 
 
 def split_folders(root: str) -> dict[str, str]:
@@ -266,7 +230,7 @@ def split_folders(root: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for entry in _scan(root):
         split = SPLIT_FOLDER_NAMES.get(entry.name.lower())
-        if split is None or not (entry.is_dir or (entry.is_symlink and _is_dir(entry.path))):
+        if split is None or not (entry.is_dir or (entry.is_symlink and is_dir(entry.path))):
             continue
         if split in found:
             raise ImageFolderError(
@@ -277,30 +241,16 @@ def split_folders(root: str) -> dict[str, str]:
     return found
 
 
-def detect_layout(root: str, options: IngestOptions) -> Layout:
-    """Reads the top of ``root`` and decides the format and the input splits.
+def split_folder_layout(root: str, options: IngestOptions, data_format: str) -> Layout:
+    """The input splits of a root read folder by folder (class folders, TFRecord files).
 
     Split folders are used when ``root`` holds a ``train/`` folder (and
     ``options.use_split_folders``). Without an eval folder, ``train/`` is partitioned by a
     hash of each image's bytes into train and eval (and test with ``test_fraction``, unless
     a ``test/`` folder exists).
     """
-    if not _is_dir(root):
-        raise ImageFolderError(f"data root {root} is not a folder")
-    if options.manifest or options.data_format == "manifest":
-        manifest = manifest_relative_path(root, options.manifest)
-        return Layout(
-            "manifest",
-            ((ALL_SPLIT, manifest),),
-            tuple(hash_split_buckets(options.eval_fraction, options.test_fraction)),
-        )
     folders = split_folders(root)
     notes: list[str] = []
-    data_format = options.data_format
-    if data_format == "auto":
-        probe = _join(root, folders[TRAIN_SPLIT]) if TRAIN_SPLIT in folders else root
-        has_records = any(not e.is_dir and is_tfrecord_name(e.name) for e in _scan(probe))
-        data_format = "tfrecord" if has_records else "folders"
     if TRAIN_SPLIT not in folders:
         return Layout(
             data_format,
@@ -344,54 +294,44 @@ def _split_order(split: str) -> int:
     return (TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT).index(split)
 
 
-def manifest_relative_path(root: str, manifest: str) -> str:
-    """The manifest's path relative to ``root``; it must be a file inside the root."""
-    if not manifest:
-        raise ImageFolderError("manifest: no manifest file given for data_format 'manifest'")
-    if is_remote(root) or not os.path.isabs(manifest):
-        relative = posixpath.normpath(manifest.replace("\\", "/"))
-    else:
-        relative = os.path.relpath(manifest, root).replace(os.sep, "/")
-    if relative.startswith("../") or relative == ".." or posixpath.isabs(relative):
-        raise ImageFolderError(f"manifest: {manifest} is not inside the data root {root}")
-    return relative
+def scan_files(folder: str) -> list[tuple[str, int]]:
+    """(name, size) of the plain files directly in ``folder`` (for format detection)."""
+    return [(e.name, e.size) for e in _scan(folder) if not e.is_dir]
 
 
 # --- Listing ----------------------------------------------------------------------------
 
 
-def list_split(root: str, split: str, pattern: str, data_format: str, options: IngestOptions):
-    """Lists the inputs of one input split; returns a Listing with skips recorded."""
-    if data_format == "manifest":
-        return read_manifest(
-            root, pattern, options.manifest_path_column, options.manifest_label_column, split
-        )
+@dataclass(frozen=True)
+class Match:
+    """One entry matched by an input split's pattern, after hidden files and symlinks."""
+
+    path: str  # full path
+    relative: str  # relative to the root, '/' separators
+    name: str
+    is_dir: bool
+    size: int
+
+
+def matching_entries(root: str, pattern: str, facts: Facts) -> Iterator[Match]:
+    """The entries an input split's pattern (``*``, ``train/*``, ``*/*``) matches.
+
+    Hidden entries are skipped as hidden_file, symlinks that leave the root as outside_root,
+    symlinks to folders as symlinked_folder (all recorded in ``facts``).
+    """
     parent_pattern, leaf = posixpath.split(pattern)
-    listing = Listing()
     real_root = os.path.realpath(root) if not is_remote(root) else root
-    for parent in _expand_folders(root, parent_pattern, listing.facts, real_root):
+    for parent in _expand_folders(root, parent_pattern, facts, real_root):
         for entry in _scan(parent):
-            relative = _relative(entry.path, root)
+            relative = relative_path(entry.path, root)
             if entry.name.startswith("."):
-                listing.facts.skip(relative + ("/" if entry.is_dir else ""), report.HIDDEN_FILE)
+                facts.skip(relative + ("/" if entry.is_dir else ""), report.HIDDEN_FILE)
                 continue
             if not fnmatch.fnmatchcase(entry.name, leaf):
                 continue
-            entry = _resolve_symlink(entry, relative, real_root, listing.facts)
-            if entry is None:
-                continue
-            if data_format == "tfrecord":
-                if entry.is_dir:
-                    listing.facts.skip(relative + "/", report.NOT_A_TFRECORD_FILE, "a folder")
-                elif is_tfrecord_name(entry.name):
-                    listing.records.append(RecordFile(relative, split, entry.size))
-                else:
-                    listing.facts.skip(relative, report.NOT_A_TFRECORD_FILE)
-            elif entry.is_dir:
-                listing.extend(_list_class_folder(root, entry.path, split, real_root))
-            else:
-                listing.facts.skip(relative, report.NOT_IN_A_CLASS_FOLDER)
-    return listing
+            resolved = _resolve_symlink(entry, relative, real_root, facts)
+            if resolved is not None:
+                yield Match(entry.path, relative, entry.name, resolved.is_dir, resolved.size)
 
 
 def _expand_folders(root: str, parent_pattern: str, facts: Facts, real_root: str) -> list[str]:
@@ -399,8 +339,8 @@ def _expand_folders(root: str, parent_pattern: str, facts: Facts, real_root: str
     if not parent_pattern:
         return [root]
     if not any(ch in parent_pattern for ch in "*?["):
-        folder = _join(root, parent_pattern)
-        if not _is_dir(folder):
+        folder = join_path(root, parent_pattern)
+        if not is_dir(folder):
             raise ImageFolderError(f"input folder {folder} does not exist")
         return [folder]
     folders = []
@@ -410,7 +350,7 @@ def _expand_folders(root: str, parent_pattern: str, facts: Facts, real_root: str
                 entry.name, posixpath.basename(parent_pattern)
             ):
                 continue
-            resolved = _resolve_symlink(entry, _relative(entry.path, root), real_root, facts)
+            resolved = _resolve_symlink(entry, relative_path(entry.path, root), real_root, facts)
             if resolved is not None and resolved.is_dir:
                 folders.append(entry.path)
     return folders
@@ -423,7 +363,7 @@ def _resolve_symlink(entry: _Entry, relative: str, real_root: str, facts: Facts)
     """
     if not entry.is_symlink:
         return entry
-    if not _inside(entry.path, real_root):
+    if not inside_root(entry.path, real_root):
         facts.skip(relative, report.OUTSIDE_ROOT, f"symlink to {os.path.realpath(entry.path)}")
         return None
     if os.path.isdir(entry.path):
@@ -437,36 +377,16 @@ def _resolve_symlink(entry: _Entry, relative: str, real_root: str, facts: Facts)
     return _Entry(entry.name, entry.path, False, False, size)
 
 
-def _list_class_folder(root: str, folder: str, split: str, real_root: str) -> Listing:
-    listing = Listing()
-    class_relative = _relative(folder, root)
-    try:
-        label = normalize_label(os.path.basename(folder.rstrip("/")))
-    except SkippedInputError as err:
-        label_error: SkippedInputError | None = err
-        label = ""
-    else:
-        label_error = None
-    found = 0
-    for relative, name, size in _walk(folder, class_relative, real_root, listing.facts):
-        _, dot, extension = name.rpartition(".")
-        if not dot or f".{extension.lower()}" not in IMAGE_EXTENSIONS:
-            listing.facts.skip(relative, report.NOT_AN_IMAGE_FILE)
-        elif label_error is not None:
-            listing.facts.skip(relative, label_error.reason, label_error.detail)
-        else:
-            listing.images.append(ImageFile(relative, label, split, size))
-            found += 1
-    if not found:
-        listing.facts.notes.append(f"empty class folder {class_relative}/ (no image files)")
-    return listing
+def walk_files(folder: str, root: str, facts: Facts) -> Iterator[tuple[str, str, int]]:
+    """(path relative to the root, name, size) of the files under ``folder``, recursively and
+    sorted, with hidden entries and symlinks handled (skips recorded in ``facts``)."""
+    real_root = os.path.realpath(root) if not is_remote(root) else root
+    yield from _walk(folder, relative_path(folder, root), real_root, facts)
 
 
 def _walk(
     folder: str, relative_folder: str, real_root: str, facts: Facts
 ) -> Iterator[tuple[str, str, int]]:
-    """(relative path, name, size) of the files under ``folder``, recursively and sorted,
-    with hidden entries and symlinks handled."""
     for entry in _scan(folder):
         relative = f"{relative_folder}/{entry.name}"
         if entry.name.startswith("."):
@@ -482,92 +402,14 @@ def _walk(
             yield relative, entry.name, entry.size
 
 
-def read_manifest(
-    root: str, manifest: str, path_column: str, label_column: str, split: str = ALL_SPLIT
-) -> Listing:
-    """Reads a CSV (or TSV: ``.tsv``/``.tab``) manifest with a header row.
-
-    Paths are relative to the manifest's folder (``\\`` is read as ``/``) and must stay
-    inside the root; absolute paths, ``..`` escapes, symlinks out of the root, missing files,
-    empty labels and repeated paths are skipped with their reason.
-    """
-    manifest_path = _join(root, manifest)
-    try:
-        text = read_bytes(manifest_path).decode("utf-8-sig")
-    except Exception as err:  # OSError, UnicodeDecodeError, tf.errors.NotFoundError
-        raise ImageFolderError(f"manifest: cannot read {manifest_path}: {err}") from None
-    delimiter = "\t" if manifest.lower().endswith((".tsv", ".tab")) else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = [h.strip() for h in next(reader, [])]
-    missing = [c for c in (path_column, label_column) if c not in header]
-    if missing:
-        raise ImageFolderError(
-            f"manifest {manifest_path}: no column {', '.join(repr(c) for c in missing)}; its "
-            f"header has {', '.join(repr(h) for h in header) or 'nothing'}. Set "
-            "manifest_path_column / manifest_label_column"
-        )
-    path_index, label_index = header.index(path_column), header.index(label_column)
-    base = posixpath.dirname(manifest)
-    remote = is_remote(root)
-    real_root = root if remote else os.path.realpath(root)
-    listing = Listing()
-    seen: dict[str, str] = {}
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        raw_path = row[path_index].strip() if path_index < len(row) else ""
-        raw_label = row[label_index] if label_index < len(row) else ""
-        where = f"{manifest} line {line}"
-        if not raw_path:
-            listing.facts.skip(f"{manifest}:{line}", report.BAD_MANIFEST_ROW, f"{where}: no path")
-            continue
-        path = raw_path.replace("\\", "/")
-        if posixpath.isabs(path) or is_remote(path) or (len(path) > 1 and path[1] == ":"):
-            listing.facts.skip(raw_path, report.OUTSIDE_ROOT, f"{where}: absolute path")
-            continue
-        relative = posixpath.normpath(posixpath.join(base, path))
-        if relative == ".." or relative.startswith("../"):
-            listing.facts.skip(raw_path, report.OUTSIDE_ROOT, f"{where}: leaves the data root")
-            continue
-        try:
-            label = normalize_label(raw_label)
-        except SkippedInputError as err:
-            listing.facts.skip(relative, err.reason, f"{where}: {err.detail}".rstrip(": "))
-            continue
-        if relative in seen:
-            same = "same label" if seen[relative] == label else f"first label {seen[relative]!r}"
-            listing.facts.skip(
-                relative, report.DUPLICATE_MANIFEST_ROW, f"{where}: listed before ({same})"
-            )
-            continue
-        seen[relative] = label
-        size = -1
-        if not remote:
-            full = os.path.join(root, relative)
-            if not _inside(full, real_root):
-                listing.facts.skip(
-                    relative, report.OUTSIDE_ROOT, f"{where}: symlink to {os.path.realpath(full)}"
-                )
-                continue
-            try:
-                size = os.stat(full).st_size
-            except OSError:
-                listing.facts.skip(relative, report.MISSING_FILE, where)
-                continue
-        listing.images.append(ImageFile(relative, label, split, size))
-    return listing
+def has_image_extension(name: str) -> bool:
+    """Whether a file name ends in one of IMAGE_EXTENSIONS (any case)."""
+    _, dot, extension = name.rpartition(".")
+    return bool(dot) and f".{extension.lower()}" in IMAGE_EXTENSIONS
 
 
-def check_listing(listing: Listing, root: str, data_format: str) -> None:
-    """Fails early, before any Beam work, when the inputs cannot make a training set."""
-    if data_format == "tfrecord":
-        if not listing.records:
-            raise ImageFolderError(
-                f"no TFRecord files found under {root}; expected files named *.tfrecord, "
-                "*.tfrecords, *.tfrec (optionally .gz) in the root or in split folders"
-            )
-        return
+def check_images(listing: Listing, root: str) -> None:
+    """Fails early, before any Beam work, when the image files cannot make a training set."""
     if not listing.images:
         raise ImageFolderError(
             f"no image files found under {root}; expected one subfolder per class holding "

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import posixpath
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,8 +21,10 @@ import apache_beam as beam
 import tensorflow as tf
 from PIL import Image
 
-from components.image_example_gen import image_files, report
+from components.image_example_gen import report
 from components.image_example_gen.example_codec import serialize_example
+from components.image_example_gen.formats import Item, ReadContext, get_format
+from components.image_example_gen.formats.base import clean_tf_error
 from components.image_example_gen.image_check import check_image
 from components.image_example_gen.image_files import Listing
 from components.image_example_gen.options import IngestOptions, SplitPlan, content_digest
@@ -37,18 +38,10 @@ _METRICS_NAMESPACE = "ImageExampleGen"
 _FACTS_TAG = "facts"
 _DIGESTS_TAG = "digests"
 _DIGEST_BUCKETS = 16
-_RECORDS_PER_CHUNK = 256
 
 
 def _split_tag(split: str) -> str:
     return f"split:{split}"
-
-
-def _clean_tf_error(err: Exception) -> str:
-    """The first line of a TensorFlow error without its op and function decorations."""
-    text = str(getattr(err, "message", "") or err).strip().splitlines()[0]
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
-    return re.sub(r"\s*\[Op:\w+\]", "", text).strip()
 
 
 def _tiny_png() -> bytes:
@@ -113,7 +106,7 @@ class DecodeChecker:
             try:
                 tf.io.decode_image(encoded[indices[0]], channels=3, expand_animations=False)
             except (tf.errors.OpError, ValueError) as err:
-                failures[indices[0]] = _clean_tf_error(err)
+                failures[indices[0]] = clean_tf_error(err)
             return
         # The graph has a fixed size: pad with a 1x1 PNG, which costs nothing to decode.
         chunk = [encoded[i] for i in indices] + [_PAD_PNG] * (self.CHUNK - len(indices))
@@ -123,16 +116,6 @@ class DecodeChecker:
             middle = len(indices) // 2
             self._check(encoded, indices[:middle], failures)
             self._check(encoded, indices[middle:], failures)
-
-
-@dataclass(frozen=True)
-class _Item:
-    """One input image: where it came from, its label, its input split and original bytes."""
-
-    image_id: str
-    label: str
-    split: str
-    data: bytes
 
 
 class _IngestFn(beam.DoFn):
@@ -147,16 +130,16 @@ class _IngestFn(beam.DoFn):
         root: str,
         options: IngestOptions,
         plan: SplitPlan,
-        labels: list[str] | None,
+        state: Any,
         shards: dict[str, int],
         tmp_dir: str,
     ):
-        self._root = root
         self._shards = shards
         self._tmp_dir = tmp_dir
         self._options = options
         self._plan = plan
-        self._labels = labels
+        self._format = get_format(options.data_format)
+        self._context = ReadContext(root, options, state)
         self._checker: DecodeChecker | None = None
         self._ingested = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, "ingested")
         self._skipped = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, "skipped")
@@ -165,88 +148,12 @@ class _IngestFn(beam.DoFn):
         self._checker = DecodeChecker()
 
     def process(self, encoded_unit: str) -> Iterator[Any]:
-        unit_index, kind, payload = json.loads(encoded_unit)
-        if kind == "images":
-            facts = Facts()
-            items = list(self._read_images(payload, facts))
-            yield from self._ingest(items, facts, unit_index)
-        else:
-            relative_path, split = payload
-            chunks = self._read_records(relative_path, split)
-            for chunk_index, (items, facts) in enumerate(chunks):
-                # Chunks of one big file rotate over the shards.
-                yield from self._ingest(items, facts, unit_index + chunk_index)
+        unit_index, unit = json.loads(encoded_unit)
+        for chunk_index, (items, facts) in enumerate(self._format.read(unit, self._context)):
+            # Chunks of one big input file rotate over the shards.
+            yield from self._ingest(items, facts, unit_index + chunk_index)
 
-    def _read_images(self, unit: list[list[str]], facts: Facts) -> Iterator[_Item]:
-        for relative_path, label, split in unit:
-            path = os.path.join(self._root, relative_path)
-            try:
-                data = image_files.read_bytes(path)
-            except FileNotFoundError:
-                facts.skip(relative_path, report.MISSING_FILE)
-                continue
-            except (OSError, tf.errors.OpError) as err:
-                facts.skip(relative_path, report.UNREADABLE, f"{type(err).__name__}: {err}")
-                continue
-            yield _Item(relative_path, label, split, data)
-
-    def _read_records(self, relative_path: str, split: str) -> Iterator[tuple[list[_Item], Facts]]:
-        """Chunks of a TFRecord file's records converted to items, with their facts."""
-        path = os.path.join(self._root, relative_path)
-        facts, items, index = Facts(), [], 0
-        try:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                compression = "GZIP" if f.read(2) == b"\x1f\x8b" else ""
-            dataset = tf.data.TFRecordDataset(path, compression_type=compression)
-            for serialized in dataset.as_numpy_iterator():
-                image_id = f"{relative_path}#{index}"
-                index += 1
-                try:
-                    items.append(self._record_item(serialized, image_id, split))
-                except SkippedInputError as err:
-                    facts.skip(image_id, err.reason, err.detail)
-                if len(items) >= _RECORDS_PER_CHUNK:
-                    yield items, facts
-                    facts, items = Facts(), []
-        except tf.errors.OpError as err:
-            facts.skip(f"{relative_path}#{index}", report.CORRUPT_RECORD_FILE, _clean_tf_error(err))
-        yield items, facts
-
-    def _record_item(self, serialized: bytes, image_id: str, split: str) -> _Item:
-        try:
-            example = tf.train.Example.FromString(serialized)
-        except Exception as err:  # google.protobuf.message.DecodeError
-            raise SkippedInputError(report.BAD_RECORD, f"{type(err).__name__}: {err}") from None
-        feature_map = example.features.feature
-        image_key = self._options.tfrecord_image_feature
-        label_key = self._options.tfrecord_label_feature
-        if image_key not in feature_map or not feature_map[image_key].bytes_list.value:
-            raise SkippedInputError(report.MISSING_FEATURE, f"no bytes feature {image_key!r}")
-        if label_key not in feature_map:
-            raise SkippedInputError(report.MISSING_FEATURE, f"no label feature {label_key!r}")
-        label_feature = feature_map[label_key]
-        if label_feature.int64_list.value:
-            label_id = label_feature.int64_list.value[0]
-            if self._labels is None:
-                label = str(label_id)
-            elif 0 <= label_id < len(self._labels):
-                label = self._labels[label_id]
-            else:
-                raise SkippedInputError(
-                    report.UNKNOWN_LABEL_ID,
-                    f"label {label_id} not in the labels file ({len(self._labels)} names)",
-                )
-        elif label_feature.bytes_list.value:
-            try:
-                raw = label_feature.bytes_list.value[0].decode("utf-8")
-            except UnicodeDecodeError:
-                raise SkippedInputError(report.BAD_LABEL, "label is not UTF-8") from None
-            label = image_files.normalize_label(raw)
-        else:
-            raise SkippedInputError(report.MISSING_FEATURE, f"label feature {label_key!r} is empty")
-        return _Item(image_id, label, split, feature_map[image_key].bytes_list.value[0])
-
-    def _ingest(self, items: list[_Item], facts: Facts, unit_index: int) -> Iterator[Any]:
+    def _ingest(self, items: list[Item], facts: Facts, unit_index: int) -> Iterator[Any]:
         checked = []
         for item in items:
             try:
@@ -381,7 +288,7 @@ class IngestRun:
     options: IngestOptions
     plan: SplitPlan
     listing: Listing
-    labels: list[str] | None
+    state: Any  # the format's prepare(): what every worker needs (e.g. TFRecord labels)
     split_sources: dict[str, str]
     shards: dict[str, int]
 
@@ -393,14 +300,8 @@ def build_ingestion(
 
     Each split's PCollection holds (shard, gzip part file of serialized Examples) pairs.
     """
-    if run.options.data_format == "tfrecord":
-        units = [["records", [r.relative_path, r.split]] for r in run.listing.records]
-    else:
-        units = [
-            ["images", [[f.relative_path, f.label, f.split] for f in unit]]
-            for unit in image_files.work_units(run.listing.images)
-        ]
-    units = [[index, *unit] for index, unit in enumerate(units)]
+    units = get_format(run.options.data_format).work_units(run.listing)
+    units = [[index, unit] for index, unit in enumerate(units)]
     # One JSON line per unit in a file: a Create of the units would pickle and compress
     # them into the pipeline, and infer a type from every value (seconds for 70k images).
     tf.io.gfile.makedirs(tmp_dir)
@@ -414,7 +315,7 @@ def build_ingestion(
         | "Distribute" >> beam.Reshuffle()
         | "ReadAndCheck"
         >> beam.ParDo(
-            _IngestFn(run.root, run.options, run.plan, run.labels, run.shards, tmp_dir)
+            _IngestFn(run.root, run.options, run.plan, run.state, run.shards, tmp_dir)
         ).with_outputs(_FACTS_TAG, _DIGESTS_TAG, *[_split_tag(n) for n in names])
     )
     duplicates = (

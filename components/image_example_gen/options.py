@@ -13,7 +13,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-DATA_FORMATS = ("auto", "folders", "manifest", "tfrecord")
 # Pillow's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS): about 89.5 megapixels.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 # Split ratios are resolved to this many hash buckets (0.1% resolution).
@@ -48,12 +47,17 @@ class IngestOptions:
 
     def validate(self) -> None:
         """Raises ValueError naming the first option out of range."""
-        if self.data_format not in DATA_FORMATS:
-            raise ValueError(
-                f"data_format: {self.data_format!r} is not one of {', '.join(DATA_FORMATS)}"
-            )
+        from components.image_example_gen.formats import get_format  # the formats import us
+
+        if self.data_format != "auto":
+            get_format(self.data_format)
         if self.data_format == "manifest" and not self.manifest:
             raise ValueError("data_format: 'manifest' needs the manifest option (a CSV/TSV file)")
+        if self.manifest and self.data_format not in ("auto", "manifest"):
+            raise ValueError(
+                f"data_format: {self.data_format!r} with a manifest ({self.manifest}); set "
+                "data_format to 'manifest' (or 'auto'), or unset the manifest"
+            )
         if not 0.01 <= self.eval_fraction <= 0.5:
             raise ValueError(
                 f"eval_fraction: must be between 0.01 and 0.5, got {self.eval_fraction}"

@@ -11,6 +11,8 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.image_example_gen.options import TRAIN_SPLIT
+
 REPORT_FILE_NAME = "ingestion_report.json"
 # Lists in the report are cut to this many entries (counts are always complete).
 MAX_LISTED = 10_000
@@ -26,55 +28,70 @@ class Reason:
     description: str
 
 
+# The reasons every format shares; each format module adds its own (formats/*.py
+# ``skip_reasons``), registered by the formats package.
 _REASON_LIST = (
     # Not images at all: skipped, never counted as bad.
     Reason("hidden_file", False, "hidden file or folder (name starts with '.')"),
     Reason("not_an_image_file", False, "extension is not an image extension"),
-    Reason("not_in_a_class_folder", False, "file beside the class folders, not inside one"),
     Reason("symlinked_folder", False, "symbolic link to a folder (not followed)"),
-    Reason("not_a_tfrecord_file", False, "file name is not a TFRecord name"),
     # Bad inputs: counted.
     Reason("outside_root", True, "path leaves the data root (symlink, '..' or absolute path)"),
     Reason("missing_file", True, "file does not exist (manifest row or broken symlink)"),
     Reason("empty_label", True, "the manifest row has no label"),
     Reason("bad_label", True, "label holds control characters (newline, tab...)"),
-    Reason("bad_manifest_row", True, "manifest row without a path"),
-    Reason("duplicate_manifest_row", True, "the manifest lists this path again (first kept)"),
     Reason("unreadable", True, "the file could not be read"),
     Reason("empty_file", True, "zero-byte file"),
     Reason("not_an_image", True, "content is not a recognised image (e.g. text named .jpg)"),
     Reason("corrupt_image", True, "truncated or corrupt: TensorFlow's decoder rejects it"),
     Reason("unsupported_format", True, "an image format or pixel type that is not accepted"),
     Reason("too_many_pixels", True, "width x height above max_image_pixels"),
-    Reason("corrupt_record_file", True, "TFRecord file is corrupt from this record on"),
-    Reason("bad_record", True, "TFRecord record is not a tf.train.Example"),
-    Reason("missing_feature", True, "TFRecord record lacks the image or label feature"),
-    Reason("unknown_label_id", True, "integer label has no name in the labels file"),
 )
 REASONS = {r.code: r for r in _REASON_LIST}
 
-# Reason codes, importable so no module repeats the strings.
+
+def register_reasons(reasons: tuple[Reason, ...]) -> None:
+    """Adds a format's own skip reasons to REASONS; a code may not change its meaning."""
+    for reason in reasons:
+        if REASONS.get(reason.code, reason) != reason:
+            raise ValueError(f"skip reason {reason.code!r} is registered twice, differently")
+        REASONS[reason.code] = reason
+
+
+# Shared reason codes, importable so no module repeats the strings.
 HIDDEN_FILE = "hidden_file"
 NOT_AN_IMAGE_FILE = "not_an_image_file"
-NOT_IN_A_CLASS_FOLDER = "not_in_a_class_folder"
 SYMLINKED_FOLDER = "symlinked_folder"
-NOT_A_TFRECORD_FILE = "not_a_tfrecord_file"
 OUTSIDE_ROOT = "outside_root"
 MISSING_FILE = "missing_file"
 EMPTY_LABEL = "empty_label"
 BAD_LABEL = "bad_label"
-BAD_MANIFEST_ROW = "bad_manifest_row"
-DUPLICATE_MANIFEST_ROW = "duplicate_manifest_row"
 UNREADABLE = "unreadable"
 EMPTY_FILE = "empty_file"
 NOT_AN_IMAGE = "not_an_image"
 CORRUPT_IMAGE = "corrupt_image"
 UNSUPPORTED_FORMAT = "unsupported_format"
 TOO_MANY_PIXELS = "too_many_pixels"
-CORRUPT_RECORD_FILE = "corrupt_record_file"
-BAD_RECORD = "bad_record"
-MISSING_FEATURE = "missing_feature"
-UNKNOWN_LABEL_ID = "unknown_label_id"
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a report, a log line and Beam's UTF-8 coder.
+
+    File names are bytes: Python shows undecodable bytes as lone surrogates, which cannot be
+    encoded as UTF-8. They become ``\\xNN`` (the byte), and control characters (a newline in
+    a folder name) their escape (``\\n``), so one name is one line. Printable text is kept.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # os.fsdecode's surrogateescape of byte 0x80-0xFF
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 class SkippedInputError(ValueError):
@@ -107,7 +124,7 @@ class Facts:
         """Records one skipped file."""
         if reason not in REASONS:
             raise KeyError(f"unknown skip reason {reason!r}")
-        self.skipped.append((path, reason, detail))
+        self.skipped.append((printable(path), reason, printable(detail)))
 
     def merge(self, other: Facts) -> Facts:
         """Adds ``other`` into this one; returns self."""
@@ -206,10 +223,37 @@ def build_report(facts: Facts, context: ReportContext) -> dict[str, Any]:
             "cross_split_groups": listed(cross_split),
             "groups_listed": listed(groups),
         },
-        "notes": sorted(set(facts.notes)),
+        "notes": sorted({printable(note) for note in facts.notes}),
+        "warnings": split_warnings(facts.ingested, list(context.split_sources)),
     }
     report["result"] = {"errors": check_report(report)}
     return report
+
+
+def split_warnings(ingested: collections.Counter, splits: list[str]) -> list[str]:
+    """One warning per class that some output split has no image of, with its counts.
+
+    A class with one image lands in one split only: the Trainer never sees it, or the
+    Evaluator cannot measure it. The run goes on; the warning says what to add.
+    """
+    per_class: dict[str, dict[str, int]] = collections.defaultdict(dict)
+    for (split, label), n in ingested.items():
+        if n:
+            per_class[label][split] = per_class[label].get(split, 0) + n
+    # An empty split is an error of its own (check_report): no per-class warnings for it.
+    filled = {split for (split, _), n in ingested.items() if n}
+    warnings = []
+    for label in sorted(per_class):
+        counts = per_class[label]
+        missing = [s for s in splits if s in filled and not counts.get(s)]
+        if missing and sum(counts.values()):
+            spread = ", ".join(f"{s} {counts.get(s, 0)}" for s in splits)
+            warnings.append(
+                f"class {printable(label)!r} has {sum(counts.values())} image(s) ({spread}): "
+                f"none in {', '.join(missing)}; add images of it, or it is "
+                + ("never trained on" if TRAIN_SPLIT in missing else "not evaluated")
+            )
+    return warnings
 
 
 def check_report(report: dict[str, Any]) -> list[str]:
@@ -284,6 +328,8 @@ def format_summary(report: dict[str, Any], examples_per_reason: int = 3) -> str:
         lines.append(f"  note: {note}")
     if len(report["notes"]) > 5:
         lines.append(f"  ... and {len(report['notes']) - 5} more notes")
+    for warning in report.get("warnings", []):
+        lines.append(f"  WARNING: {warning}")
     for error in report["result"]["errors"]:
         lines.append(f"  ERROR: {error}")
     lines.append(f"  report: {report['report_path']}")

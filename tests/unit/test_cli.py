@@ -458,11 +458,14 @@ def test_direct_runner_components_skip_tfx_packaging_itself(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_pipeline_failure_names_the_component_and_inspect_shows_it(capsys, tmp_path, sample_dir):
-    """One class folder: config validation passes, ImageExampleGen fails (about 15 s)."""
+    """Two class folders, one holding only a broken image: config validation passes (a
+    single class folder no longer does), ImageExampleGen fails (about 15 s)."""
     data = tmp_path / "one_class" / "bag"
     data.mkdir(parents=True)
     image = next((sample_dir / "bag").iterdir())
     (data / image.name).write_bytes(image.read_bytes())
+    (data.parent / "coat").mkdir()
+    (data.parent / "coat" / "broken.png").write_text("not an image")
     out_dir = tmp_path / "out"
     code, _, err = _run_cli(capsys, "run", f"--data-root={data.parent}", f"--output-dir={out_dir}")
     assert code == cli.EXIT_FAILED

@@ -23,8 +23,9 @@ from trainer_module.settings import TrainingSettings, TransformSettings
 @pytest.fixture()
 def data_root(tmp_path):
     root = tmp_path / "images"
-    (root / "cat").mkdir(parents=True)
-    (root / "cat" / "a.png").write_bytes(b"x")
+    for label in ("cat", "dog"):  # two classes: a single class folder is a config error
+        (root / label).mkdir(parents=True)
+        (root / label / "a.png").write_bytes(b"x")
     return root
 
 

@@ -19,17 +19,20 @@ from PIL import Image
 
 from components.image_example_gen import report
 from components.image_example_gen.example_codec import serialize_example
+from components.image_example_gen.formats import detect_layout, get_format
+from components.image_example_gen.formats.folders import NOT_IN_A_CLASS_FOLDER
+from components.image_example_gen.formats.manifest import (
+    BAD_MANIFEST_ROW,
+    DUPLICATE_MANIFEST_ROW,
+    read_manifest,
+)
+from components.image_example_gen.formats.tfrecord import NOT_A_TFRECORD_FILE, read_labels_file
 from components.image_example_gen.image_check import check_image, jpeg_header, png_header
 from components.image_example_gen.image_files import (
     ALL_SPLIT,
     ImageFile,
     ImageFolderError,
-    check_listing,
-    detect_layout,
-    list_split,
     normalize_label,
-    read_labels_file,
-    read_manifest,
     work_units,
 )
 from components.image_example_gen.options import (
@@ -152,7 +155,8 @@ def class_folders(root: Path, classes: dict[str, int], seed: int = 0) -> None:
 def _listing(root: Path, options: IngestOptions | None = None):
     options = options or IngestOptions()
     layout = detect_layout(str(root), options)
-    found = [list_split(str(root), n, p, layout.data_format, options) for n, p in layout.splits]
+    input_format = get_format(layout.data_format)
+    found = [input_format.list_split(str(root), n, p, options) for n, p in layout.splits]
     return layout, found
 
 
@@ -182,7 +186,7 @@ def test_lists_class_folders_and_skips_hidden_and_non_images(tmp_path):
     ]
     assert _skips(listing.facts) == {
         ".hidden/": report.HIDDEN_FILE,
-        "README.md": report.NOT_IN_A_CLASS_FOLDER,
+        "README.md": NOT_IN_A_CLASS_FOLDER,
         "cat/.DS_Store": report.HIDDEN_FILE,
         "cat/notes.txt": report.NOT_AN_IMAGE_FILE,
     }
@@ -251,11 +255,11 @@ def test_no_images_or_one_class_is_a_clear_error(tmp_path):
     (tmp_path / "cat").mkdir()
     _, [listing] = _listing(tmp_path)
     with pytest.raises(ImageFolderError, match="no image files found under"):
-        check_listing(listing, str(tmp_path), "folders")
+        get_format("folders").check_listing(listing, str(tmp_path))
     write(tmp_path / "cat" / "1.png", image_bytes())
     _, [listing] = _listing(tmp_path)
     with pytest.raises(ImageFolderError, match="only one class \\('cat'\\)"):
-        check_listing(listing, str(tmp_path), "folders")
+        get_format("folders").check_listing(listing, str(tmp_path))
 
 
 def test_a_missing_root_is_a_clear_error(tmp_path):
@@ -329,7 +333,7 @@ def test_tfrecord_files_are_detected(tmp_path):
         ("train", "train/part-0.tfrecord"),
         ("train", "train/part-1.tfrecord.gz"),
     ]
-    assert _skips(listings[0].facts) == {"train/README": report.NOT_A_TFRECORD_FILE}
+    assert _skips(listings[0].facts) == {"train/README": NOT_A_TFRECORD_FILE}
 
 
 def test_labels_file(tmp_path):
@@ -385,9 +389,9 @@ def test_manifest_rows_are_checked(tmp_path):
         (str(tmp_path / "secret.png"), report.OUTSIDE_ROOT),
         ("images/link.png", report.OUTSIDE_ROOT),
         ("images/missing.png", report.MISSING_FILE),
-        ("images/a.png", report.DUPLICATE_MANIFEST_ROW),
+        ("images/a.png", DUPLICATE_MANIFEST_ROW),
         ("images/b.png", report.EMPTY_LABEL),
-        ("train.csv:13", report.BAD_MANIFEST_ROW),
+        ("train.csv:13", BAD_MANIFEST_ROW),
     ]
     assert "line 11: listed before (first label 'cat')" in listing.facts.skipped[5][2]
 
