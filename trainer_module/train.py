@@ -108,11 +108,11 @@ def make_dataset(
     scales the colour jitter).
     """
     raw_spec = tft_output.raw_feature_spec()
-    spec = {key: raw_spec[key] for key in (features.IMAGE_KEY, features.LABEL_KEY)}
+    feature_spec = {key: raw_spec[key] for key in (features.IMAGE_KEY, features.LABEL_KEY)}
     tft_layer = tft_output.transform_features_layer()
 
     def transform(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        transformed = tft_layer(tf.io.parse_example(serialized, spec))
+        transformed = tft_layer(tf.io.parse_example(serialized, feature_spec))
         return (
             transformed[features.TRANSFORMED_IMAGE_KEY],
             transformed[features.TRANSFORMED_LABEL_KEY],
