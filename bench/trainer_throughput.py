@@ -36,30 +36,24 @@ state.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime
+import json
 import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from bench.report import BENCHMARKS_MD, write_section
+from trainer_module.backbone_specs import get_backbone_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench.report import BENCHMARKS_MD, write_section  # noqa: E402
-from trainer_module.backbone_specs import get_backbone_spec  # noqa: E402  (no TensorFlow)
 
 SECTION = "Trainer throughput: TFX Trainer vs plain Keras"
 TARGET_RATIO = 0.9

@@ -44,11 +44,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
-
-
-from serving.model_manager import VERSION_POLICIES, LoadedVersion, ModelManager  # noqa: E402
-from serving.protocol import (  # noqa: E402
+from serving.model_manager import VERSION_POLICIES, LoadedVersion, ModelManager
+from serving.protocol import (
     DEFAULT_SIGNATURE,
     STATUS_CODES,
     ServingError,
