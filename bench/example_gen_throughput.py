@@ -21,37 +21,31 @@ reported. Usage (from the repository root)::
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from bench.report import write_section
+from components.image_example_gen import ImageExampleGen
+from components.image_example_gen.executor import Executor, read_report
+from components.image_example_gen.image_files import IMAGE_EXTENSIONS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 # Beam's multi_processing workers are fresh interpreters: they must import our modules too.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
 )
-
-import tensorflow as tf  # noqa: E402
-from tfx.dsl.components.base import base_beam_executor  # noqa: E402
-from tfx.types import standard_artifacts  # noqa: E402
-from tfx.utils import proto_utils  # noqa: E402
-
-from bench.report import write_section  # noqa: E402
-from components.image_example_gen import ImageExampleGen  # noqa: E402
-from components.image_example_gen.executor import Executor, read_report  # noqa: E402
-from components.image_example_gen.image_files import IMAGE_EXTENSIONS  # noqa: E402
 
 IN_PROCESS_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 TWO_WORKER_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]

@@ -38,16 +38,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.report import write_section  # noqa: E402
-from serving.batching import read_batching_parameters  # noqa: E402
-from serving.model_manager import scan_versions  # noqa: E402
-from serving.server import start_server_subprocess  # noqa: E402
-from trainer_module import features  # noqa: E402
+from bench.report import write_section
+from serving.batching import read_batching_parameters
+from serving.model_manager import scan_versions
+from serving.server import start_server_subprocess
+from trainer_module import features
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTION = "Serving latency"

@@ -36,38 +36,29 @@ state.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime
+import json
 import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from bench.report import BENCHMARKS_MD, write_section
+from trainer_module.backbone_specs import get_backbone_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench.report import BENCHMARKS_MD, write_section  # noqa: E402
-from trainer_module.backbone_specs import get_backbone_spec  # noqa: E402  (no TensorFlow)
 
 SECTION = "Trainer throughput: TFX Trainer vs plain Keras"
 TARGET_RATIO = 0.9
 SIDES = ("tfx", "plain")
 SIDE_NAMES = {"tfx": "TFX Trainer (run_fn)", "plain": "plain Keras script"}
-IN_PROCESS_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
-RUN_FN = "trainer_module.train.run_fn"
 
 
 # ------------------------------------------------------------------------------------------
@@ -121,7 +112,7 @@ def preset_config(preset: Preset, epochs: int) -> Any:
     """The pipeline configuration of a preset: the pipeline's defaults plus the preset.
 
     Both components get their custom_config from it through the pipeline's own builders
-    (``trainer_custom_config``, ``transform_custom_config``), so new settings follow along.
+    (``trainer_custom_config``, ``transform_component``), so new settings follow along.
     """
     from pipeline.config import load_config
 
@@ -185,11 +176,12 @@ def _latest(root: Path, pattern: str) -> Path:
     return found[-1]
 
 
-def prepare_artifacts(
-    preset: Preset, transform_config: dict[str, Any], work: Path, idx_dir: Path
-) -> dict[str, str]:
+def prepare_artifacts(preset: Preset, config: Any, work: Path, idx_dir: Path) -> dict[str, str]:
     """Examples (gzipped TFRecords, Split-train/Split-eval) and a Transform graph."""
     from tfx import v1 as tfx
+
+    from pipeline.config import IN_PROCESS_BEAM_ARGS
+    from pipeline.pipeline import transform_component
 
     raw_dir = work / "raw_examples"
     shutil.rmtree(work / "prepare", ignore_errors=True)
@@ -208,13 +200,8 @@ def prepare_artifacts(
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
     )
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN,
-        materialize=False,
-        disable_statistics=True,
-        custom_config=transform_config,
+    transform = transform_component(
+        example_gen.outputs["examples"], schema_gen.outputs["schema"], config
     )
     prepare_root = work / "prepare"
     pipeline = tfx.dsl.Pipeline(
@@ -224,7 +211,7 @@ def prepare_artifacts(
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(prepare_root / "metadata.sqlite")
         ),
-        beam_pipeline_args=IN_PROCESS_BEAM_ARGS,
+        beam_pipeline_args=list(IN_PROCESS_BEAM_ARGS),
     )
     start = time.perf_counter()
     tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -322,7 +309,7 @@ def worker_tfx(job: dict[str, Any]) -> dict[str, Any]:
         artifact_type=tfx.types.standard_artifacts.TransformGraph,
     ).with_id("import_transform_graph")
     trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
+        run_fn=job["run_fn"],
         examples=examples.outputs["result"],
         transform_graph=transform_graph.outputs["result"],
         custom_config=job["settings"],
@@ -567,7 +554,7 @@ def kept_parts(run_now: list[str]) -> dict[str, str]:
 def run_preset(preset: Preset, args: argparse.Namespace) -> tuple[dict[str, Any], dict]:
     """Prepares the artifacts, runs both sides ``args.repeats`` times; returns the figures."""
     epochs = args.epochs or preset.epochs
-    from pipeline.pipeline import trainer_custom_config, transform_custom_config
+    from pipeline.pipeline import RUN_FN, trainer_custom_config
 
     config = preset_config(preset, epochs)
     settings = trainer_custom_config(config)
@@ -575,7 +562,7 @@ def run_preset(preset: Preset, args: argparse.Namespace) -> tuple[dict[str, Any]
     print(f"\n=== {preset.name} ===\nTrainer custom_config: {json.dumps(settings)}", flush=True)
     work = Path(args.work_dir) / preset.name
     work.mkdir(parents=True, exist_ok=True)
-    artifacts = prepare_artifacts(preset, transform_custom_config(config), work, Path(args.idx_dir))
+    artifacts = prepare_artifacts(preset, config, work, Path(args.idx_dir))
     print("artifacts:", artifacts, flush=True)
 
     results: dict[str, list] = {side: [] for side in SIDES}
@@ -587,6 +574,7 @@ def run_preset(preset: Preset, args: argparse.Namespace) -> tuple[dict[str, Any]
             **artifacts,
             "settings": settings,
             "image_size": config.resolved_image_size,
+            "run_fn": RUN_FN,
             "run_dir": str(run_dir),
         }
         print(f"[{index + 1}/{2 * repeats}] {SIDE_NAMES[side]} ...", flush=True)

@@ -37,40 +37,31 @@ Datasets:
 
 from __future__ import annotations
 
-import os
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from bench.report import write_section  # noqa: E402
-from pipeline.data_export import (  # noqa: E402
+from bench.report import write_section
+from pipeline.data_export import (
     DEFAULT_IDX_DIR,
     FASHION_MNIST_CLASSES,
     load_split,
     select_indices,
 )
-from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec  # noqa: E402
-from trainer_module.image_ops import decode_batch, normalize  # noqa: E402
-from trainer_module.models import build_backbone, build_classifier  # noqa: E402
-from trainer_module.settings import TrainingSettings  # noqa: E402
-from trainer_module.train import Phase, augment_batch, fit_phase, training_phases  # noqa: E402
+from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec
+from trainer_module.image_ops import decode_batch, normalize
+from trainer_module.models import build_backbone, build_classifier
+from trainer_module.settings import TrainingSettings
+from trainer_module.train import Phase, augment_batch, fit_phase, training_phases
 
 DEFAULT_CIFAR_DIR = Path("/work/shared/data/cifar10_subset")
 FASHION_MNIST_PER_CLASS = 100

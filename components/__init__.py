@@ -1,6 +1,3 @@
 """Custom TFX components of the image pipeline."""
 
-import os
-
-# TFX 1.16, tf.Transform and TFMA need Keras 2; must be set before TensorFlow is imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import trainer_module.legacy_keras  # noqa: F401  (the Keras 2 switch, before TensorFlow)

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-# pipeline/__init__.py has set TF_USE_LEGACY_KERAS=1 before anything here imports TensorFlow.
+# pipeline/__init__.py has set the Keras 2 switch (trainer_module.legacy_keras) by now.
 from pipeline.config import (
     ConfigError,
     PipelineConfig,

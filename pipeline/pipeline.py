@@ -124,6 +124,22 @@ def trainer_custom_config(config: PipelineConfig) -> dict[str, Any]:
     return dataclasses.asdict(config.settings_for(TrainingSettings))
 
 
+def transform_component(examples, schema, config: PipelineConfig) -> tfx.components.Transform:
+    """The Transform of ``examples`` and their ``schema`` (channels), for ``config``.
+
+    It only analyses (the label vocabulary); images are decoded in the Trainer's input
+    pipeline and in the serving graph, so nothing is materialised twice on disk.
+    """
+    return tfx.components.Transform(
+        examples=examples,
+        schema=schema,
+        preprocessing_fn=PREPROCESSING_FN,
+        materialize=False,
+        disable_statistics=True,
+        custom_config=transform_custom_config(config),
+    )
+
+
 def component_beam_args(config: PipelineConfig) -> list[str]:
     """The Beam arguments the data components run with.
 
@@ -181,15 +197,8 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    # Transform only analyses (the label vocabulary); images are decoded in the Trainer's
-    # input pipeline and in the serving graph, so nothing is materialised twice on disk.
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN,
-        materialize=False,
-        disable_statistics=True,
-        custom_config=transform_custom_config(config),
+    transform = transform_component(
+        example_gen.outputs["examples"], schema_gen.outputs["schema"], config
     )
     trainer = ImageTrainer(
         run_fn=RUN_FN,

@@ -8,3 +8,5 @@
 
 Production uses the real ``tensorflow_model_server``; both speak the same protocol.
 """
+
+import trainer_module.legacy_keras  # noqa: F401  (the Keras 2 switch, before TensorFlow)

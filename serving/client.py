@@ -33,12 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from pipeline.config import PipelineConfig  # noqa: E402
-from trainer_module import features  # noqa: E402
+from pipeline.config import PipelineConfig
+from trainer_module import features
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}  # TF Serving's defaults

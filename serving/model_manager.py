@@ -23,11 +23,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from serving.protocol import (  # noqa: E402
+from serving.protocol import (
     DEFAULT_SIGNATURE,
     INT64_MAX,
     ServingError,

@@ -15,17 +15,14 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from trainer_module import features  # noqa: E402
+from trainer_module import features
 
 logger = logging.getLogger(__name__)
 

@@ -45,16 +45,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is imported anywhere.
-
-
-from serving.batching import (  # noqa: E402
+from serving.batching import (
     BatchingOptions,
     BatchScheduler,
     read_batching_parameters,
 )
-from serving.metrics import ServingMetrics, read_monitoring_config  # noqa: E402
-from serving.model_manager import (  # noqa: E402
+from serving.metrics import ServingMetrics, read_monitoring_config
+from serving.model_manager import (
     VERSION_POLICIES,
     LoadedVersion,
     ModelManager,
@@ -64,7 +61,7 @@ from serving.model_manager import (  # noqa: E402
     parse_model_server_config,
     read_model_config_file,
 )
-from serving.protocol import (  # noqa: E402
+from serving.protocol import (
     DEFAULT_SIGNATURE,
     STATUS_CODES,
     RestRoute,

@@ -1,12 +1,10 @@
 """Shared test setup: Keras 2 for TensorFlow, and paths to the embedded data."""
 
-import os
 from pathlib import Path
 
-# Before any test module imports TensorFlow (TFX 1.16 needs Keras 2).
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import pytest
 
-import pytest  # noqa: E402
+import trainer_module.legacy_keras  # noqa: F401  (the Keras 2 switch, before any test imports TF)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"

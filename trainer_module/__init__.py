@@ -4,7 +4,4 @@ Nothing here imports the ``pipeline`` package: everything arrives through TFX (f
 custom_config), so this package can be baked into a container image on its own.
 """
 
-import os
-
-# TFX 1.16, tf.Transform and TFMA need Keras 2; must be set before TensorFlow is imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from trainer_module import legacy_keras  # noqa: F401  (the Keras 2 switch, before TensorFlow)

@@ -28,9 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-import tensorflow as tf  # noqa: E402  (must come after the Keras 2 switch above)
+import tensorflow as tf
 
 __all__ = [
     "LITE0_PACKAGE",

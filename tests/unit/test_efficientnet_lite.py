@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-import tensorflow as tf  # noqa: E402
-
-from trainer_module import efficientnet_lite as el  # noqa: E402
-from trainer_module.backbone_specs import BACKBONES  # noqa: E402
-from trainer_module.image_ops import normalize  # noqa: E402
+from trainer_module import efficientnet_lite as el
+from trainer_module.backbone_specs import BACKBONES
+from trainer_module.image_ops import normalize
 
 LITE0 = BACKBONES["efficientnet_lite0"]
 
