@@ -190,14 +190,13 @@ class _ServedVersion:
 
 
 def _served_versions(config: PipelineConfig, pushed: dict[str, str]) -> list[_ServedVersion]:
-    model_dir = Path(config.model_serving_dir)
-    if "://" in config.serving_dir or not model_dir.is_dir():
+    from serving import layout
+
+    if layout.is_remote(config.serving_dir):
         return []
-    versions = sorted(
-        (p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-    )
     result = []
-    for path in versions:
+    for _, version_dir in sorted(layout.scan_versions(config.model_serving_dir).items()):
+        path = Path(version_dir)
         stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
         result.append(
             _ServedVersion(

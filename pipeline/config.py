@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from components.image_example_gen.options import DATA_FORMATS, DEFAULT_MAX_IMAGE_PIXELS
+from serving.layout import DEFAULT_MODEL_NAME
 from trainer_module.backbone_specs import (
     BACKBONES,
     LEARNING_RATE_SCHEDULES,
@@ -73,7 +74,7 @@ class PipelineConfig:
         "(default: OUTPUT_DIR/serving).",
     )
     model_name: str = _field(
-        "image_classifier", "Model name in the serving directory and TF Serving."
+        DEFAULT_MODEL_NAME, "Model name in the serving directory and TF Serving."
     )
 
     # --- Data ---

@@ -33,12 +33,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is import
 
 import numpy as np  # noqa: E402
 
-from pipeline.config import PipelineConfig  # noqa: E402
+from serving.layout import DEFAULT_MODEL_NAME  # noqa: E402
 from trainer_module import features  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}  # TF Serving's defaults
-DEFAULT_MODEL_NAME = PipelineConfig.model_name
 
 
 class PredictError(Exception):

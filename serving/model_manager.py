@@ -22,10 +22,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Before TensorFlow is import
 
 import numpy as np  # noqa: E402
 
+from serving.layout import scan_versions, warmup_path  # noqa: E402
 from serving.protocol import (  # noqa: E402
     DEFAULT_SIGNATURE,
     DTYPES,
-    INT64_MAX,
     ServingError,
     TensorSpec,
     VersionStatus,
@@ -132,9 +132,7 @@ class LoadedVersion:
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
-        from trainer_module.export import WARMUP_DIR, WARMUP_FILE
-
-        path = os.path.join(self.path, WARMUP_DIR, WARMUP_FILE)
+        path = warmup_path(self.path)
         if not os.path.isfile(path):
             return 0
         count = 0
@@ -268,32 +266,6 @@ def _version_fingerprint(path: str) -> tuple:
                 continue
             entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
     return tuple(sorted(entries))
-
-
-_VERSION_NAME = re.compile(r"\d+", re.ASCII)
-_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-
-def scan_versions(base_path: str | os.PathLike) -> dict[int, str]:
-    """Complete version directories under ``base_path``: integer names holding saved_model.pb.
-
-    A pusher writes a version under a temporary name and renames it into place; directories
-    without a ``saved_model.pb`` (or .pbtxt) are still being written and are skipped.
-    """
-    versions: dict[int, str] = {}
-    try:
-        entries = list(os.scandir(base_path))
-    except OSError:
-        return versions
-    for entry in entries:
-        if not _VERSION_NAME.fullmatch(entry.name) or not entry.is_dir():
-            continue
-        version = int(entry.name)
-        if version > INT64_MAX:
-            continue
-        if any(os.path.isfile(os.path.join(entry.path, f)) for f in _SAVED_MODEL_FILES):
-            versions.setdefault(version, entry.path)
-    return versions
 
 
 class ModelManager:
