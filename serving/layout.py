@@ -129,11 +129,17 @@ def copy_tree(source: str, destination: str) -> None:
     """Copies every folder and file of ``source`` into ``destination`` (created if missing).
 
     File contents only (no permissions or times), so a read-only source gives a copy its
-    owner can delete.
+    owner can delete. Stops at the first error (a full disk raises OSError ENOSPC).
     """
     source, destination = str(source), str(destination)
     if not is_remote(source) and not is_remote(destination):
-        shutil.copytree(source, destination, copy_function=shutil.copyfile, dirs_exist_ok=True)
+        os.makedirs(destination, exist_ok=True)
+        for dirpath, dirnames, filenames in os.walk(source):
+            target_dir = os.path.join(destination, os.path.relpath(dirpath, source))
+            for dirname in dirnames:
+                os.makedirs(os.path.join(target_dir, dirname), exist_ok=True)
+            for filename in filenames:
+                shutil.copyfile(os.path.join(dirpath, filename), os.path.join(target_dir, filename))
         return
     gfile = _gfile()
     gfile.makedirs(destination)

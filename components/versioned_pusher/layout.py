@@ -163,7 +163,14 @@ def publish_version(saved_model_dir: str, model_dir: str, max_attempts: int = 10
     staging = os.path.join(model_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
     last_error = "no attempt made"
     try:
-        layout.copy_tree(saved_model_dir, staging)
+        try:
+            layout.copy_tree(saved_model_dir, staging)
+        except OSError as err:
+            raise OSError(
+                err.errno,
+                f"copying {saved_model_dir} into {model_dir} failed, nothing was published "
+                f"and the partial copy was removed: {err.strerror or err}",
+            ) from err
         for _ in range(max_attempts):
             taken = [layout.version_number(name) for name in layout.list_dir(model_dir)]
             version = max((n for n in taken if n is not None), default=0) + 1
