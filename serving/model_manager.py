@@ -296,6 +296,7 @@ class ModelManager:
         self._states: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}
         self._reported_empty = False
+        self._explained_failure: set[int] = set()
 
     # -- queries (any thread) --
 
@@ -358,11 +359,40 @@ class ModelManager:
                 self._load(version, on_disk[version], fingerprint)
             with self._lock:
                 loaded = sorted(self._available)
+            self._explain_if_serving_nothing(wanted, on_disk, loaded)
             unwanted = [v for v in loaded if v not in wanted]
             if unwanted and not any(v in loaded for v in wanted):
                 unwanted = unwanted[:-1]  # Keep the newest until a wanted version is up.
             for version in unwanted:
                 self._unload(version)
+
+    def _explain_if_serving_nothing(self, wanted: set, on_disk: dict, loaded: list) -> None:
+        """Logs once why nothing is served while versions exist (e.g. a corrupt newest one).
+
+        As in TF Serving, the 'latest' policy wants the newest version only and never falls
+        back to an older one, so a broken newest version on disk at start means no model.
+        """
+        if loaded or not wanted or self._explained_failure == wanted:
+            return
+        with self._lock:
+            failed = {v: self._states[v] for v in wanted if v in self._states}
+        if not failed or any(status.state != "END" for status in failed.values()):
+            return
+        self._explained_failure = set(wanted)
+        newest = max(wanted)
+        older = sorted(v for v in on_disk if v < newest)
+        logger.error(
+            "Serving nothing for %s: version %d failed to load (%s). The '%s' policy, like TF "
+            "Serving's, %s and does not fall back to older versions%s. Push a good version "
+            "or remove version %d (a good version pushed later is picked up).",
+            self.model_name,
+            newest,
+            failed[newest].message if newest in failed else "see above",
+            self.version_policy,
+            "serves the newest version only" if self.version_policy == "latest" else "failed them",
+            f" ({', '.join(map(str, older))} on disk)" if older else "",
+            newest,
+        )
 
     def _set_state(self, version: int, state: str, code: str = "OK", message: str = "") -> None:
         with self._lock:
