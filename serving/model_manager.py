@@ -387,7 +387,7 @@ class ModelManager:
             "or remove version %d (a good version pushed later is picked up).",
             self.model_name,
             newest,
-            failed[newest].message if newest in failed else "see above",
+            failed[newest].error_message if newest in failed else "see above",
             self.version_policy,
             "serves the newest version only" if self.version_policy == "latest" else "failed them",
             f" ({', '.join(map(str, older))} on disk)" if older else "",
