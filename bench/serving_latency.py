@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from serving.model_manager import scan_versions  # noqa: E402
+from serving.layout import scan_versions  # noqa: E402
 from serving.server import start_server_subprocess  # noqa: E402
 from trainer_module import features  # noqa: E402
 
