@@ -169,7 +169,7 @@ def _check_store_before_run(config: PipelineConfig) -> None:
 
 def _local_runner(run_id: str):
     """A LocalDagRunner that runs under ``run_id``, so the run can summarise itself."""
-    from tfx.orchestration import constants
+    from tfx.dsl.compiler import constants
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.portable import runtime_parameter_utils
 

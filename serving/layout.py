@@ -29,7 +29,7 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 # Where TF Serving looks for warmup requests inside a version folder.
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
-INT64_MAX = 2**63 - 1
+MAX_VERSION = 2**63 - 1  # TF Serving keeps version numbers as int64.
 
 _VERSION_NAME = re.compile(r"[0-9]+")
 
@@ -72,7 +72,7 @@ def version_number(name: str) -> int | None:
     if not _VERSION_NAME.fullmatch(name):
         return None
     number = int(name)
-    return number if number <= INT64_MAX else None
+    return number if number <= MAX_VERSION else None
 
 
 def has_saved_model(path: str) -> bool:

@@ -282,7 +282,9 @@ def resume_dir(fn_args: FnArgs, train_fingerprint: str, eval_fingerprint: str) -
     return os.path.join(model_run_root, "resume", digest)
 
 
-def remove_stale_resume_dirs(state_dir: str, max_age_seconds: float = STALE_RESUME_SECONDS) -> list:
+def remove_stale_resume_dirs(
+    state_dir: str, max_age_seconds: float = STALE_RESUME_SECONDS
+) -> list[str]:
     """Deletes the other resume folders beside ``state_dir`` untouched for ``max_age_seconds``."""
     root = os.path.dirname(state_dir)
     removed = []
