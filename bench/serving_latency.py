@@ -42,7 +42,7 @@ import numpy as np
 
 from bench.report import write_section
 from serving.batching import read_batching_parameters
-from serving.model_manager import scan_versions
+from serving.layout import scan_versions
 from serving.server import start_server_subprocess
 from trainer_module import features
 

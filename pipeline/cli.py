@@ -48,6 +48,9 @@ EXIT_FAILED = 1  # The pipeline, the compilation or a delegated command failed.
 EXIT_USAGE = 2  # Bad flags or configuration (argparse uses 2 as well).
 EXIT_INTERRUPTED = 130
 
+# The state inspect shows for executions left RUNNING by a run no process holds any more.
+ABANDONED = "ABANDONED"
+
 _EPILOG = f"""\
 examples:
   {PROG} run --dry-run                          # resolved config + component graph
@@ -212,14 +215,13 @@ class _ServedVersion:
 
 
 def _served_versions(model_folder: str, pushed: dict[str, str]) -> list[_ServedVersion]:
-    model_dir = Path(model_folder)
-    if "://" in model_folder or not model_dir.is_dir():
+    from serving import layout
+
+    if layout.is_remote(model_folder):
         return []
-    versions = sorted(
-        (p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-    )
     result = []
-    for path in versions:
+    for _, version_dir in sorted(layout.scan_versions(model_folder).items()):
+        path = Path(version_dir)
         stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
         result.append(
             _ServedVersion(
@@ -250,9 +252,25 @@ def _inspect(args: argparse.Namespace) -> int:
             f"metadata_path: no ML Metadata store at {config.metadata_path}; run the pipeline "
             "first, or point --output-dir (or --metadata-path) at a finished run"
         )
-    from pipeline.run_summary import format_summary, list_run_ids, open_store, summarize_run
+    from pipeline.local import run_lock_holder
+    from pipeline.run_summary import (
+        StoreError,
+        describe_mismatch,
+        format_summary,
+        list_run_ids,
+        open_store,
+        summarize_run,
+        unrecorded_executions,
+    )
 
-    store = open_store(config.metadata_path)
+    try:  # Read-only: inspect never creates, initialises or changes a store.
+        store = open_store(config.metadata_path, read_only=True)
+    except StoreError as err:
+        raise _CommandFailedError(str(err)) from None
+    unknown = unrecorded_executions(store, config.pipeline_root)
+    mismatch = None
+    if unknown:
+        mismatch = describe_mismatch(config.metadata_path, config.pipeline_root, unknown)
     run_ids = list_run_ids(store)
     if args.run_id:
         if args.run_id not in run_ids:
@@ -261,6 +279,12 @@ def _inspect(args: argparse.Namespace) -> int:
     elif args.last:
         run_ids = run_ids[-args.last :]
     summaries = [summarize_run(store, config.pipeline_name, run_id) for run_id in run_ids]
+    holder = run_lock_holder(config)
+    for summary in summaries:
+        if holder is None or f"run {summary.run_id}" not in holder:
+            for component in summary.components:  # No live process runs them any more.
+                if component.state in ("NEW", "RUNNING"):
+                    component.state = ABANDONED
     pushed = {
         os.path.normpath(s.pushed_destination): s.run_id for s in summaries if s.pushed_destination
     }
@@ -273,10 +297,13 @@ def _inspect(args: argparse.Namespace) -> int:
             "runs": [dataclasses.asdict(s) for s in summaries],
             "serving_dir": model_dir,
             "served_versions": [dataclasses.asdict(v) for v in versions],
+            "store_mismatch": mismatch,
         }
         print(json.dumps(document, indent=2))
         return EXIT_OK
     print(f"ML Metadata: {config.metadata_path} (pipeline {config.pipeline_name})")
+    if mismatch:
+        print(f"WARNING: {mismatch}")
     print(f"{len(summaries)} run(s) shown, oldest first\n")
     for summary in summaries:
         print(format_summary(summary))

@@ -23,6 +23,7 @@ import yaml
 
 from components.image_example_gen.formats import DATA_FORMATS, preflight
 from components.image_example_gen.options import DEFAULT_MAX_IMAGE_PIXELS, IngestOptions
+from serving.layout import DEFAULT_MODEL_NAME
 from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
 from trainer_module.settings import (
     LEARNING_RATE_SCHEDULES,
@@ -88,7 +89,7 @@ class PipelineConfig:
         "(default: OUTPUT_DIR/serving).",
     )
     model_name: str = _field(
-        "image_classifier", "Model name in the serving directory and TF Serving."
+        DEFAULT_MODEL_NAME, "Model name in the serving directory and TF Serving."
     )
 
     # --- Data ---

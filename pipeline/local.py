@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import logging
 import os
 import sys
@@ -84,12 +85,103 @@ def _run_logging(config: PipelineConfig) -> Iterator[Path]:
         root.setLevel(saved_level)
 
 
-def _run_ids(metadata_path: str) -> set[str]:
-    if not os.path.exists(metadata_path):
-        return set()
-    from pipeline.run_summary import list_run_ids, open_store
+class RunInProgressError(PipelineRunError):
+    """Another run holds the output root's run lock."""
 
-    return set(list_run_ids(open_store(metadata_path)))
+
+def run_lock_path(config: PipelineConfig) -> str:
+    """The lock a local run holds on its MLMD store (and so on its pipeline root)."""
+    return f"{config.metadata_path}.lock"
+
+
+def run_lock_holder(config: PipelineConfig) -> str | None:
+    """What the live run holding the run lock wrote there (pid, run id), or None.
+
+    Read-only: a missing lock file means no run holds it, and nothing is created.
+    """
+    path = run_lock_path(config)
+    try:
+        lock = open(path)  # noqa: SIM115 - closed below, after the lock test
+    except OSError:
+        return None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return lock.read().strip() or "unknown"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return None
+
+
+@contextlib.contextmanager
+def run_lock(config: PipelineConfig, run_id: str) -> Iterator[None]:
+    """Holds the output root's run lock for a run; refuses a second concurrent run.
+
+    Concurrent runs on one MLMD store and pipeline root are refused rather than supported:
+    they would share execution ids, caches and the blessed baseline. The kernel releases
+    the lock when its holder dies, so a killed run never blocks the next one.
+    """
+    path = run_lock_path(config)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise RunInProgressError(
+                f"another run ({holder}) is using {config.metadata_path} and "
+                f"{config.pipeline_root}; concurrent runs on one output root are refused. Wait "
+                "for it to finish, or give this run its own --output-dir"
+            ) from None
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"pid {os.getpid()}, run {run_id}\n")
+            lock.flush()
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _check_store_before_run(config: PipelineConfig) -> None:
+    """Refuses to run on a damaged store, or on one that does not match the pipeline root."""
+    from pipeline.run_summary import (
+        StoreError,
+        check_store,
+        describe_mismatch,
+        open_store,
+        unrecorded_executions,
+    )
+
+    store = None
+    if os.path.exists(config.metadata_path):
+        try:
+            check_store(config.metadata_path)
+        except StoreError as err:
+            raise PipelineRunError(f"not run: {err}") from None
+        store = open_store(config.metadata_path, read_only=True)
+    unknown = unrecorded_executions(store, config.pipeline_root)
+    if unknown:
+        raise PipelineRunError(
+            "not run: " + describe_mismatch(config.metadata_path, config.pipeline_root, unknown)
+        )
+
+
+def _local_runner(run_id: str):
+    """A LocalDagRunner that runs under ``run_id``, so the run can summarise itself."""
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    from tfx.orchestration.portable import runtime_parameter_utils
+
+    class RunIdDagRunner(LocalDagRunner):
+        def run_with_ir(self, pipeline, run_options=None, **kwargs):
+            # LocalDagRunner then substitutes its own timestamp only where none is set.
+            runtime_parameter_utils.substitute_runtime_parameter(
+                pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id}
+            )
+            return super().run_with_ir(pipeline, run_options, **kwargs)
+
+    return RunIdDagRunner()
 
 
 def shorten_keeping_paths(text: str, limit: int = 300) -> str:
@@ -113,9 +205,9 @@ def shorten_keeping_paths(text: str, limit: int = 300) -> str:
 
 
 def describe_failure(
-    config: PipelineConfig, runs_before: set[str], error: BaseException, log_path: Path | None
+    config: PipelineConfig, run_id: str, error: BaseException, log_path: Path | None
 ) -> str:
-    """One line: which component failed (from MLMD), why, and where its logs and outputs are."""
+    """One line: which component of run ``run_id`` failed (from MLMD), why, and where to look."""
     from pipeline.run_summary import list_run_ids, open_store, summarize_run
 
     lines = str(error).strip().splitlines()
@@ -123,9 +215,9 @@ def describe_failure(
     reason = reason or type(error).__name__
     logs = f"log: {log_path}" if log_path else "log: stderr above"
     try:
-        store = open_store(config.metadata_path)
-        new_runs = [r for r in list_run_ids(store) if r not in runs_before]
-        summary = summarize_run(store, config.pipeline_name, new_runs[-1]) if new_runs else None
+        store = open_store(config.metadata_path, read_only=True)
+        found = run_id in list_run_ids(store)
+        summary = summarize_run(store, config.pipeline_name, run_id) if found else None
     except Exception:  # noqa: BLE001 - the store itself may be what broke
         summary = None
     failed = None
@@ -160,28 +252,33 @@ def compile_for_local_run(tfx_pipeline):
 
 
 def run_locally(config: PipelineConfig):
-    """Runs the pipeline with LocalDagRunner; returns the run's ``RunSummary``.
+    """Runs the pipeline with LocalDagRunner; returns this run's ``RunSummary``.
 
     Writes INFO logs to ``log_dir(config)``; prints warnings and component progress to
-    stderr. Raises PipelineRunError naming the failed component.
+    stderr. Holds the output root's run lock (a second concurrent run is refused), and
+    refuses a damaged store or one that does not match the pipeline root. Raises
+    PipelineRunError naming the failed component.
     """
-    from tfx import v1 as tfx
-
-    from pipeline.pipeline import create_pipeline
-    from pipeline.run_summary import open_store, summarize_run
-
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-    runs_before = _run_ids(config.metadata_path)
-    with _run_logging(config) as log_path:
-        logging.getLogger(__name__).info("configuration: %s", config.to_dict())
-        try:
-            metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-                config.metadata_path
-            )
-            tfx.orchestration.LocalDagRunner().run_with_ir(
-                compile_for_local_run(create_pipeline(config, metadata))
-            )
-        except Exception as err:  # noqa: BLE001 - reported with the failed component's name
-            logging.getLogger(_TRACEBACK_LOGGER).exception("pipeline run failed")
-            raise PipelineRunError(describe_failure(config, runs_before, err, log_path)) from err
-    return summarize_run(open_store(config.metadata_path), config.pipeline_name)
+    run_id = datetime.datetime.now().isoformat()  # The form LocalDagRunner itself uses.
+    with run_lock(config, run_id):  # Before TFX loads: a refusal takes a second.
+        _check_store_before_run(config)
+        from tfx import v1 as tfx
+
+        from pipeline.pipeline import create_pipeline
+        from pipeline.run_summary import open_store, summarize_run
+
+        with _run_logging(config) as log_path:
+            logging.getLogger(__name__).info("run %s, configuration: %s", run_id, config.to_dict())
+            try:
+                metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                    config.metadata_path
+                )
+                _local_runner(run_id).run_with_ir(
+                    compile_for_local_run(create_pipeline(config, metadata))
+                )
+            except Exception as err:  # noqa: BLE001 - reported with the failed component's name
+                logging.getLogger(_TRACEBACK_LOGGER).exception("pipeline run failed")
+                raise PipelineRunError(describe_failure(config, run_id, err, log_path)) from err
+        store = open_store(config.metadata_path, read_only=True)
+        return summarize_run(store, config.pipeline_name, run_id)

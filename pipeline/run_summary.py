@@ -34,6 +34,8 @@ class RunSummary:
     pushed_destination: str | None = None
     # SERVING_DIR/MODEL_NAME the run's Pusher was configured with (pushed or not).
     model_dir: str | None = None
+    # The Pusher found the model byte-identical to the newest version and published nothing.
+    push_unchanged: bool = False
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     baseline_model_uri: str | None = None  # the served version the candidate was gated against
     baseline_version: int | None = None  # its version number; None when nothing was served
@@ -46,14 +48,124 @@ class RunSummary:
     transform_graph_uri: str | None = None
     # class name -> precision, recall, f1, support (from TFMA's confusion matrix)
     per_class: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # Artifacts MLMD lists that could not be read back (deleted or damaged files), one line each.
+    problems: list[str] = dataclasses.field(default_factory=list)
 
 
-def open_store(metadata_path: str) -> metadata_store.MetadataStore:
-    """Opens the local SQLite MLMD store read-write (MLMD has no read-only mode)."""
+class StoreError(Exception):
+    """The local MLMD store is missing, damaged or does not match the artifacts on disk."""
+
+
+_MLMD_TABLES = ("Artifact", "Context", "Execution", "Type")
+
+
+def _way_out(metadata_path: str) -> str:
+    return (
+        f"restore {metadata_path} from a backup, or start over: move it and the pipeline root "
+        "aside (or use a new --output-dir). A new store beside the old artifacts reuses their "
+        "execution ids and collides with their folders, and it knows no blessed model, so "
+        "the regression gate would have no baseline"
+    )
+
+
+def check_store(metadata_path: str) -> None:
+    """Raises StoreError unless ``metadata_path`` is a readable, intact MLMD SQLite store.
+
+    Read-only (SQLite's ``mode=ro``): never creates or changes the file. A 0-byte file (a
+    truncated store, which MLMD would silently re-initialise), a malformed database and a
+    SQLite file without MLMD's tables are each reported with the way out.
+    """
+    import sqlite3
+    import urllib.parse
+
+    if not os.path.isfile(metadata_path):
+        raise StoreError(f"no ML Metadata store at {metadata_path}")
+    if os.path.getsize(metadata_path) == 0:
+        raise StoreError(
+            f"the ML Metadata store {metadata_path} is empty (0 bytes: truncated?); "
+            + _way_out(metadata_path)
+        )
+    uri = f"file:{urllib.parse.quote(os.path.abspath(metadata_path))}?mode=ro"
+    try:
+        connection = sqlite3.connect(uri, uri=True)
+        try:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as err:
+        raise StoreError(
+            f"the ML Metadata store {metadata_path} is damaged ({err}); " + _way_out(metadata_path)
+        ) from None
+    if problems != ["ok"]:
+        raise StoreError(
+            f"the ML Metadata store {metadata_path} is damaged ({'; '.join(problems[:3])}); "
+            + _way_out(metadata_path)
+        )
+    missing = [t for t in _MLMD_TABLES if t not in tables]
+    if missing:
+        raise StoreError(
+            f"{metadata_path} is a SQLite file but not an ML Metadata store (no tables "
+            f"{', '.join(missing)}); " + _way_out(metadata_path)
+        )
+
+
+def open_store(metadata_path: str, read_only: bool = False) -> metadata_store.MetadataStore:
+    """Opens the local SQLite MLMD store; ``read_only`` never creates or changes it.
+
+    Read-only opens check the file first (``check_store``), so a damaged store is a
+    StoreError with the way out instead of a SQLite traceback.
+    """
+    modes = metadata_store_pb2.SqliteMetadataSourceConfig
+    if read_only:
+        check_store(metadata_path)
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
+    config.sqlite.connection_mode = modes.READONLY if read_only else modes.READWRITE
     return metadata_store.MetadataStore(config)
+
+
+def execution_folders(pipeline_root: str) -> dict[int, str]:
+    """Artifact folders TFX made for executions: PIPELINE_ROOT/NODE/OUTPUT_KEY/EXECUTION_ID."""
+    folders: dict[int, str] = {}
+    if "://" in pipeline_root or not os.path.isdir(pipeline_root):
+        return folders
+    for node in sorted(os.listdir(pipeline_root)):
+        node_dir = os.path.join(pipeline_root, node)
+        if node.startswith(".") or not os.path.isdir(node_dir):
+            continue
+        for key in sorted(os.listdir(node_dir)):
+            key_dir = os.path.join(node_dir, key)
+            if key.startswith(".") or not os.path.isdir(key_dir):
+                continue
+            for name in os.listdir(key_dir):
+                if name.isascii() and name.isdigit():
+                    folders.setdefault(int(name), os.path.join(key_dir, name))
+    return folders
+
+
+def unrecorded_executions(
+    store: metadata_store.MetadataStore | None, pipeline_root: str
+) -> dict[int, str]:
+    """Execution folders under ``pipeline_root`` that the store knows nothing of.
+
+    Any means the store was lost, truncated or replaced after those runs: its execution ids
+    would collide with the folders, and its lineage (the blessed baseline) is gone.
+    """
+    folders = execution_folders(pipeline_root)
+    known = {e.id for e in store.get_executions()} if store is not None and folders else set()
+    return {i: path for i, path in folders.items() if i not in known}
+
+
+def describe_mismatch(metadata_path: str, pipeline_root: str, unknown: dict[int, str]) -> str:
+    """One line saying that the store does not match the artifacts on disk, and what to do."""
+    ids = sorted(unknown)
+    shown = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return (
+        f"the ML Metadata store {metadata_path} does not match {pipeline_root}: it knows none "
+        f"of the {len(ids)} executions whose artifact folders are there (ids {shown}, e.g. "
+        f"{unknown[ids[0]]}); " + _way_out(metadata_path)
+    )
 
 
 def _property(item: Any, name: str) -> Any:
@@ -116,9 +228,12 @@ def summarize_run(
         _add_outputs(store, execution, component_id, summary)
         summary.model_dir = summary.model_dir or _push_base_directory(execution)
     if summary.evaluation_uri and summary.transform_graph_uri:
-        summary.per_class = load_per_class_metrics(
-            summary.evaluation_uri, read_class_names(summary.transform_graph_uri)
-        )
+        try:
+            summary.per_class = load_per_class_metrics(
+                summary.evaluation_uri, read_class_names(summary.transform_graph_uri)
+            )
+        except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
+            summary.problems.append(_unreadable("per-class metrics", summary.evaluation_uri, err))
     return summary
 
 
@@ -132,6 +247,15 @@ def _push_base_directory(execution: Any) -> str | None:
     except (ValueError, AttributeError):
         return None
     return filesystem.get("base_directory") or filesystem.get("baseDirectory")
+
+
+def _unreadable(what: str, uri: str, err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    reason = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return (
+        f"{what} unreadable: {uri} is listed in ML Metadata but its files are missing or "
+        f"damaged ({reason}); a cached run reuses it, so re-run with --enable-cache false"
+    )
 
 
 def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> None:
@@ -162,15 +286,22 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
             summary.blessed = bool(_property(artifact, "blessed"))
         elif key == "evaluation":
             summary.evaluation_uri = artifact.uri
-            summary.metrics = load_overall_metrics(artifact.uri)
+            try:
+                summary.metrics = load_overall_metrics(artifact.uri)
+            except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
+                summary.problems.append(_unreadable("eval metrics", artifact.uri, err))
         elif key == "pushed_model" and _property(artifact, "pushed"):
             summary.pushed_destination = _property(artifact, "pushed_destination")
+            summary.push_unchanged = bool(_property(artifact, "already_served"))
 
 
 def load_overall_metrics(evaluation_uri: str) -> dict[str, float]:
     """Candidate-model metrics of the overall slice from a TFMA evaluation artifact."""
+    import tensorflow as tf
     import tensorflow_model_analysis as tfma  # Heavy; only needed when metrics are read.
 
+    if not tf.io.gfile.exists(evaluation_uri):  # TFMA would read nothing, silently.
+        raise FileNotFoundError(f"{evaluation_uri} does not exist")
     metrics: dict[str, float] = {}
     for slice_metrics in tfma.load_metrics(evaluation_uri):
         if slice_metrics.slice_key.single_slice_keys:
@@ -267,5 +398,10 @@ def format_summary(summary: RunSummary) -> str:
         )
         if summary.infra_check_server_reason:
             lines.append(f"infra check server: {summary.infra_check_server_reason}")
-    lines.append(f"pushed to: {summary.pushed_destination or 'not pushed'}")
+    unchanged = " (already the newest version, byte-identical: nothing published)"
+    lines.append(
+        f"pushed to: {summary.pushed_destination or 'not pushed'}"
+        + (unchanged if summary.push_unchanged else "")
+    )
+    lines.extend(f"problem: {problem}" for problem in summary.problems)
     return "\n".join(lines)

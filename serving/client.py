@@ -35,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import PipelineConfig
+from serving.layout import DEFAULT_MODEL_NAME
 from trainer_module import features
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}  # TF Serving's defaults
-DEFAULT_MODEL_NAME = PipelineConfig.model_name
 # The pipeline's default serving_dir (OUTPUT_DIR/serving with output_dir "outputs"), where
 # predict looks for the model's vocabulary when --model-dir is not given.
 DEFAULT_SERVING_DIR = os.path.join("outputs", "serving")

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from serving.layout import scan_versions, warmup_path
 from serving.protocol import (
     DEFAULT_SIGNATURE,
-    INT64_MAX,
     ServingError,
     TensorSpec,
     VersionStatus,
@@ -209,9 +209,7 @@ class LoadedVersion:
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
-        from trainer_module.export import WARMUP_DIR, WARMUP_FILE
-
-        path = os.path.join(self.path, WARMUP_DIR, WARMUP_FILE)
+        path = warmup_path(self.path)
         if not os.path.isfile(path):
             return 0
         count = 0
@@ -577,32 +575,6 @@ def _version_fingerprint(path: str) -> tuple:
     return tuple(sorted(entries))
 
 
-_VERSION_NAME = re.compile(r"\d+", re.ASCII)
-_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-
-def scan_versions(base_path: str | os.PathLike) -> dict[int, str]:
-    """Complete version directories under ``base_path``: integer names holding saved_model.pb.
-
-    A pusher writes a version under a temporary name and renames it into place; directories
-    without a ``saved_model.pb`` (or .pbtxt) are still being written and are skipped.
-    """
-    versions: dict[int, str] = {}
-    try:
-        entries = list(os.scandir(base_path))
-    except OSError:
-        return versions
-    for entry in entries:
-        if not _VERSION_NAME.fullmatch(entry.name) or not entry.is_dir():
-            continue
-        version = int(entry.name)
-        if version > INT64_MAX:
-            continue
-        if any(os.path.isfile(os.path.join(entry.path, f)) for f in _SAVED_MODEL_FILES):
-            versions.setdefault(version, entry.path)
-    return versions
-
-
 @dataclasses.dataclass(frozen=True)
 class VersionPolicy:
     """Which versions on disk to serve: ModelConfig's ``model_version_policy``.
@@ -679,6 +651,7 @@ class ModelManager:
         self._states: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}
         self._reported_empty = False
+        self._explained_failure: set[int] = set()
 
     # -- queries (any thread) --
 
@@ -738,11 +711,40 @@ class ModelManager:
                 self._load(version, on_disk[version], fingerprint)
             with self._lock:
                 loaded = sorted(self._available)
+            self._explain_if_serving_nothing(wanted, on_disk, loaded)
             unwanted = [v for v in loaded if v not in wanted]
             if unwanted and not any(v in loaded for v in wanted):
                 unwanted = unwanted[:-1]  # Keep the newest until a wanted version is up.
             for version in unwanted:
                 self._unload(version)
+
+    def _explain_if_serving_nothing(self, wanted: set, on_disk: dict, loaded: list) -> None:
+        """Logs once why nothing is served while versions exist (e.g. a corrupt newest one).
+
+        As in TF Serving, the 'latest' policy wants the newest version only and never falls
+        back to an older one, so a broken newest version on disk at start means no model.
+        """
+        if loaded or not wanted or self._explained_failure == wanted:
+            return
+        with self._lock:
+            failed = {v: self._states[v] for v in wanted if v in self._states}
+        if not failed or any(status.state != "END" for status in failed.values()):
+            return
+        self._explained_failure = set(wanted)
+        newest = max(wanted)
+        older = sorted(v for v in on_disk if v < newest)
+        logger.error(
+            "Serving nothing for %s: version %d failed to load (%s). The '%s' policy, like TF "
+            "Serving's, %s and does not fall back to older versions%s. Push a good version "
+            "or remove version %d (a good version pushed later is picked up).",
+            self.model_name,
+            newest,
+            failed[newest].error_message if newest in failed else "see above",
+            self.version_policy,
+            "serves the newest version only" if self.version_policy == "latest" else "failed them",
+            f" ({', '.join(map(str, older))} on disk)" if older else "",
+            newest,
+        )
 
     def _set_state(self, version: int, state: str, code: str = "OK", message: str = "") -> None:
         with self._lock:

@@ -874,15 +874,17 @@ def start_server_subprocess(
     startup_timeout: float = 180.0,
     log_path: str | os.PathLike | None = None,
     extra_env: Mapping[str, str] | None = None,
+    work_dir: str | os.PathLike | None = None,
 ) -> ServerProcess:
     """Starts ``python -m serving.server`` and waits until it serves (free ports by default).
 
     ``extra_args``: more of the server's flags (``--enable_batching``, ...). The child writes
     its ports to a ready file once both APIs listen; its output goes to ``log_path`` (a
     temporary file by default). Raises RuntimeError if it exits first and TimeoutError after
-    ``startup_timeout`` seconds (the child is then killed).
+    ``startup_timeout`` seconds (the child is then killed). The ready file
+    lies in a new ``local-serving-*`` folder inside ``work_dir`` (default: the temp folder).
     """
-    work_dir = Path(tempfile.mkdtemp(prefix="local-serving-"))
+    work_dir = Path(tempfile.mkdtemp(prefix="local-serving-", dir=work_dir))
     ready_file = work_dir / "ready.json"
     log = Path(log_path) if log_path else work_dir / "server.log"
     command = [sys.executable, "-m", "serving.server"]

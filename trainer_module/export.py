@@ -7,11 +7,8 @@ import os
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from serving.layout import WARMUP_DIR, WARMUP_FILE
 from trainer_module import features
-
-# Where TF Serving looks for warmup requests inside a SavedModel version directory.
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 class _ServingModule(tf.Module):

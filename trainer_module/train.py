@@ -3,7 +3,7 @@
 Phase 1 trains a new head on the frozen backbone (the whole network for a backbone trained
 from scratch); phase 2, when enabled, unfreezes the top of a pretrained backbone at a lower
 learning rate. A killed Trainer resumes: progress is backed up under the pipeline root, keyed
-by the Trainer's inputs, and removed once training finishes.
+by the content of the Trainer's inputs, and removed once training finishes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+import time
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -242,20 +243,117 @@ def fit_phase(
     )
 
 
-def resume_dir(fn_args: FnArgs) -> str:
-    """A folder for training progress that a re-run of the same Trainer inputs finds again.
+def examples_fingerprint(file_patterns: list[str]) -> tuple[int, str]:
+    """The number of records in gzipped TFRecord files and a digest of their bytes.
 
-    TFX gives every execution a new model_run_dir, so the key is a hash of what the
-    Trainer trains on (example files, transform graph, settings), placed beside those dirs.
+    The digest is a sum of per-record hashes, so it does not depend on how the records are
+    sharded or ordered: an uncached re-run of ExampleGen writes the same examples to new
+    files, possibly in another order, and gets the same digest.
     """
+    half = 2**31
+
+    def add(state: tuple, records: tf.Tensor) -> tuple:
+        hashes = tf.strings.to_hash_bucket_fast(records, 2**62)
+        # Two 31-bit halves, summed apart, cannot overflow int64 below 2**32 records.
+        return (
+            state[0] + tf.size(records, out_type=tf.int64),
+            state[1] + tf.reduce_sum(hashes % half),
+            state[2] + tf.reduce_sum(hashes // half),
+        )
+
+    zero = tf.constant(0, tf.int64)
+    count, low, high = (
+        _record_dataset(file_patterns).batch(_PARSE_BATCH).reduce((zero, zero, zero), add)
+    )
+    return int(count), f"{int(count)}:{int(low)}:{int(high)}"
+
+
+def _transform_fingerprint(transform_output: str, tft_output: tft.TFTransformOutput) -> str:
+    """A digest of what the transform graph does, not of where it is or how TF named it.
+
+    Re-analysing the same data gives a ``saved_model.pb`` with other function names, so the
+    graph's bytes are not used: its assets, variables and metadata are, and the output of
+    the graph on a fixed probe image (which captures its size, resizing and normalization).
+    """
+    digest = hashlib.sha256()
+    for folder in (tft_output.TRANSFORM_FN_DIR, tft_output.TRANSFORMED_METADATA_DIR):
+        root = os.path.join(transform_output, folder)
+        for dirpath, _, filenames in sorted(tf.io.gfile.walk(root)):
+            for filename in sorted(filenames):
+                if filename in ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb"):
+                    continue
+                path = os.path.join(dirpath, filename)
+                digest.update(os.path.relpath(path, root).encode())
+                with tf.io.gfile.GFile(path, "rb") as f:
+                    digest.update(hashlib.sha256(f.read()).digest())
+    pixels = tf.reshape(tf.range(8 * 8 * 3) * 5 % 256, [8, 8, 3])
+    probe = tf.io.encode_png(tf.cast(pixels, tf.uint8))
+    label = tft_output.vocabulary_by_name(features.LABEL_VOCABULARY_NAME)[0]
+    transformed = tft_output.transform_features_layer()(
+        {features.IMAGE_KEY: tf.reshape(probe, [1, 1]), features.LABEL_KEY: tf.constant([[label]])}
+    )
+    for key in sorted(transformed):
+        digest.update(key.encode())
+        digest.update(tf.io.serialize_tensor(transformed[key]).numpy())
+    return digest.hexdigest()
+
+
+# Resume folders of other inputs are removed when untouched this long (a killed run whose
+# data or settings changed before the re-run; a concurrent Trainer touches its own each epoch).
+STALE_RESUME_SECONDS = 24 * 3600
+
+
+def resume_dir(fn_args: FnArgs, train_fingerprint: str, eval_fingerprint: str) -> str:
+    """A folder for training progress that a re-run on the same content finds again.
+
+    TFX gives every execution new artifact folders (new paths for the same examples on an
+    uncached re-run), so the key is a hash of content: the train and eval examples'
+    fingerprints, the transform graph's and the settings. It lies beside the model run
+    folders, which every execution of the Trainer shares.
+    """
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
     key = json.dumps(
-        [sorted(fn_args.train_files), fn_args.transform_output, fn_args.custom_config],
+        [
+            train_fingerprint,
+            eval_fingerprint,
+            _transform_fingerprint(fn_args.transform_output, tft_output),
+            fn_args.custom_config,
+        ],
         sort_keys=True,
         default=str,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     model_run_root = os.path.dirname(fn_args.model_run_dir.rstrip("/"))
     return os.path.join(model_run_root, "resume", digest)
+
+
+def remove_stale_resume_dirs(
+    state_dir: str, max_age_seconds: float = STALE_RESUME_SECONDS
+) -> list[str]:
+    """Deletes the other resume folders beside ``state_dir`` untouched for ``max_age_seconds``."""
+    root = os.path.dirname(state_dir)
+    removed = []
+    if not tf.io.gfile.isdir(root):
+        return removed
+    now = time.time()
+    for name in tf.io.gfile.listdir(root):
+        path = os.path.join(root, name.rstrip("/"))
+        if path == state_dir.rstrip("/"):
+            continue
+        newest = max(
+            (
+                tf.io.gfile.stat(os.path.join(d, f)).mtime_nsec / 1e9
+                for d, _, files in tf.io.gfile.walk(path)
+                for f in files
+            ),
+            default=tf.io.gfile.stat(path).mtime_nsec / 1e9,
+        )
+        if now - newest > max_age_seconds:
+            tf.io.gfile.rmtree(path)
+            removed.append(path)
+    if removed:
+        logging.info("Removed stale resume folders: %s", removed)
+    return removed
 
 
 def _callbacks(settings: TrainingSettings, log_dir: str, backup_dir: str) -> list:
@@ -289,13 +387,16 @@ def run_fn(fn_args: FnArgs) -> None:
     tf.keras.utils.set_random_seed(settings.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY_NAME)
-    train_count = count_examples(fn_args.train_files)
+    train_count, train_fingerprint = examples_fingerprint(fn_args.train_files)
+    eval_count, eval_fingerprint = examples_fingerprint(fn_args.eval_files)
     steps_per_epoch = math.ceil(train_count / settings.batch_size)
     spec = get_backbone_spec(settings.backbone)
     train_dataset = make_dataset(
         fn_args.train_files, tft_output, settings, spec, training=True, num_examples=train_count
     )
-    eval_dataset = make_dataset(fn_args.eval_files, tft_output, settings, spec, training=False)
+    eval_dataset = make_dataset(
+        fn_args.eval_files, tft_output, settings, spec, training=False, num_examples=eval_count
+    )
 
     pretrained = spec.starts_pretrained(settings.backbone_weights)
     image_size = transformed_image_size(tft_output)
@@ -303,7 +404,8 @@ def run_fn(fn_args: FnArgs) -> None:
     model = build_classifier(
         backbone, image_size, num_classes, settings.dropout, pretrained=pretrained
     )
-    state_dir = resume_dir(fn_args)
+    state_dir = resume_dir(fn_args, train_fingerprint, eval_fingerprint)
+    remove_stale_resume_dirs(state_dir)
     phase1_weights = os.path.join(state_dir, "phase1_done.weights.h5")
 
     for phase in training_phases(settings, pretrained):

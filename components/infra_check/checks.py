@@ -21,8 +21,8 @@ from tensorflow_serving.apis import (
     prediction_log_pb2,
 )
 
+from serving import layout
 from trainer_module import features
-from trainer_module.export import WARMUP_DIR, WARMUP_FILE
 
 # Which server ran the check (the ``infra_check_server`` custom property).
 TF_SERVING_BINARY = "tensorflow_model_server"
@@ -41,7 +41,6 @@ STAGED_VERSION = 1  # The candidate is served as <base>/<model_name>/1/.
 MAX_WARMUP_RECORDS = 1000  # TF Serving refuses more (WarmupConsts::kMaxNumRecords).
 MAX_MESSAGE_CHARS = 600
 
-_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _GRPC_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -221,7 +220,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def check_saved_model(model_path: str) -> None:
     """Raises InfraCheckError unless ``model_path`` holds a saved_model.pb (or .pbtxt)."""
-    if not any(tf.io.gfile.exists(os.path.join(model_path, f)) for f in _SAVED_MODEL_FILES):
+    if not layout.has_saved_model(model_path):
         raise InfraCheckError(f"no SavedModel (saved_model.pb) in {model_path}")
 
 
@@ -277,19 +276,6 @@ def check_ops_servable(model_path: str) -> None:
         )
 
 
-def _copy_tree(source: str, destination: str) -> None:
-    tf.io.gfile.makedirs(destination)
-    for dirpath, dirnames, filenames in tf.io.gfile.walk(source):
-        relative = os.path.relpath(dirpath, source)
-        target_dir = destination if relative == "." else os.path.join(destination, relative)
-        for dirname in dirnames:
-            tf.io.gfile.makedirs(os.path.join(target_dir, dirname.rstrip("/")))
-        for filename in filenames:
-            tf.io.gfile.copy(
-                os.path.join(dirpath, filename), os.path.join(target_dir, filename), overwrite=True
-            )
-
-
 def stage_model(model_path: str, staging_root: str, model_name: str) -> str:
     """Copies the candidate to ``staging_root/model_name/1/``; returns the model base path.
 
@@ -297,16 +283,12 @@ def stage_model(model_path: str, staging_root: str, model_name: str) -> str:
     by all, as the container's user may differ from ours.
     """
     base_path = os.path.join(os.path.abspath(staging_root), model_name)
-    _copy_tree(model_path, os.path.join(base_path, str(STAGED_VERSION)))
+    layout.copy_tree(model_path, os.path.join(base_path, str(STAGED_VERSION)))
     for dirpath, _dirnames, filenames in os.walk(os.path.abspath(staging_root)):
         os.chmod(dirpath, 0o755)
         for filename in filenames:
             os.chmod(os.path.join(dirpath, filename), 0o644)
     return base_path
-
-
-def warmup_path(model_path: str) -> str:
-    return os.path.join(model_path, WARMUP_DIR, WARMUP_FILE)
 
 
 def read_warmup_requests(model_path: str) -> list[predict_pb2.PredictRequest]:
@@ -316,8 +298,8 @@ def read_warmup_requests(model_path: str) -> list[predict_pb2.PredictRequest]:
     Raises InfraCheckError if the file is missing, unreadable, not a TFRecord of PredictionLogs,
     longer than TF Serving accepts, or holds no PredictRequest.
     """
-    path = warmup_path(model_path)
-    relative = os.path.join(WARMUP_DIR, WARMUP_FILE)
+    path = layout.warmup_path(model_path)
+    relative = os.path.join(layout.WARMUP_DIR, layout.WARMUP_FILE)
     if not tf.io.gfile.exists(path):
         raise InfraCheckError(
             f"no warmup requests: {relative} is missing from the candidate, so there is "

@@ -9,6 +9,7 @@ requests are sent over gRPC. The InfraBlessing gets ``blessed`` = 1 or 0 and a m
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import shutil
@@ -51,6 +52,8 @@ BLESSED_FILE = "INFRA_BLESSED"  # TFX InfraValidator's marker files.
 NOT_BLESSED_FILE = "INFRA_NOT_BLESSED"
 
 _STATUS_POLL_SECONDS = 0.25
+WORK_DIR_PREFIX = "infra-check-"  # Under the temp folder: the staged model, server logs.
+WORK_LOCK_FILE = ".lock"
 _MAX_RPC_SECONDS = 60.0
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
@@ -151,8 +154,13 @@ def run_infra_check(
     except checks.InfraCheckError as failure:
         return CheckResult(False, choice.kind, f"{failure} (no server started)", 0, choice.reason)
 
+    removed = sweep_stale_work_dirs()
+    if removed:
+        logger.info("InfraCheck: removed work folders of killed checks: %s", removed)
     try:
-        work_dir = Path(tempfile.mkdtemp(prefix="infra-check-"))
+        work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX))
+        work_lock = open(work_dir / WORK_LOCK_FILE, "w")  # noqa: SIM115 - closed in finally
+        fcntl.flock(work_lock, fcntl.LOCK_EX)
     except OSError as err:
         raise checks.InfraUnavailableError(f"cannot create a temporary folder: {err}") from None
     running: servers.RunningServer | None = None
@@ -218,6 +226,27 @@ def run_infra_check(
             running.stop()
             logger.info("InfraCheck: %s stopped", running.kind)
         shutil.rmtree(work_dir, ignore_errors=True)
+        work_lock.close()
+
+
+def sweep_stale_work_dirs(temp_root: str | None = None) -> list[str]:
+    """Deletes ``infra-check-*`` work folders of checks that were killed; returns them.
+
+    A live check holds an flock on its folder's lock file, which the kernel releases when
+    the check dies, so a folder whose lock can be taken is a dead check's copy of its model.
+    Folders without a lock file (made before the lock existed) are left alone.
+    """
+    removed = []
+    root = Path(temp_root or tempfile.gettempdir())
+    for folder in sorted(root.glob(f"{WORK_DIR_PREFIX}*")):
+        try:
+            with open(folder / WORK_LOCK_FILE) as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(folder, ignore_errors=True)
+        except (BlockingIOError, FileNotFoundError, NotADirectoryError):
+            continue  # Alive, gone already, or not one of ours.
+        removed.append(str(folder))
+    return removed
 
 
 def _summary(values: list[int], limit: int = 8) -> str:

@@ -296,6 +296,7 @@ def start_local(base_path: str, model_name: str, work_dir: Path, timeout: float)
             grpc_port=0,
             startup_timeout=max(timeout, 1.0),
             log_path=work_dir / "local_server.log",
+            work_dir=work_dir,  # Its ready file goes with the check's folder.
         )
     except (RuntimeError, TimeoutError, OSError) as err:
         message = str(err).strip().splitlines()

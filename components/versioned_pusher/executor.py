@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
 from tfx import types
@@ -17,6 +16,8 @@ from components.versioned_pusher import layout
 
 KEEP_VERSIONS_KEY = "keep_versions"
 SERVER_BASE_PATH_KEY = "models_config_base_path"
+# 1 when the model was already the newest version (byte-identical) and nothing was published.
+ALREADY_SERVED_PROPERTY = "already_served"
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -47,14 +48,23 @@ class Executor(tfx_pusher_executor.Executor):
             or {}
         )
 
-        version = layout.publish_version(self.GetModelPath(input_dict), model_dir)
-        destination = os.path.join(model_dir, str(version))
-        logging.info("Model published to %s", destination)
-        removed = layout.prune_versions(model_dir, int(custom_config.get(KEEP_VERSIONS_KEY, 5)))
-        if removed:
-            logging.info("Removed old versions %s of %s", removed, model_dir)
-        config_path = layout.write_models_config(
-            os.path.dirname(model_dir.rstrip("/")), custom_config.get(SERVER_BASE_PATH_KEY, "")
+        result = layout.push(
+            self.GetModelPath(input_dict),
+            model_dir,
+            keep=int(custom_config.get(KEEP_VERSIONS_KEY, 5)),
+            base_path_in_server=custom_config.get(SERVER_BASE_PATH_KEY, ""),
         )
-        logging.info("TF Serving model config written to %s", config_path)
-        self._MarkPushed(pushed_model, pushed_destination=destination, pushed_version=str(version))
+        if result.published:
+            logging.info("Model published to %s", result.destination)
+        else:
+            logging.info(
+                "Model is byte-identical to the newest version %s: nothing published",
+                result.destination,
+            )
+        if result.removed_versions:
+            logging.info("Removed old versions %s of %s", result.removed_versions, model_dir)
+        logging.info("TF Serving model config written to %s", result.models_config)
+        pushed_model.set_int_custom_property(ALREADY_SERVED_PROPERTY, 0 if result.published else 1)
+        self._MarkPushed(
+            pushed_model, pushed_destination=result.destination, pushed_version=str(result.version)
+        )

@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,16 +100,31 @@ def trainer_inputs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -
         features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.string),
     }
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(feature_spec)
-    transform_dir = root / "transform_graph"
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tft_tmp")):
-        analyze = tft_beam.AnalyzeDataset(
-            functools.partial(preprocessing_fn, custom_config=custom_config)
-        )
-        transform_fn = (pipeline | beam.Create(instances), metadata) | analyze
-        _ = transform_fn | tft_beam.WriteTransformFn(str(transform_dir))
-    # The raw schema, which TFX's Transform writes beside the graph from SchemaGen's output.
-    metadata_io.write_metadata(metadata, str(transform_dir / "metadata"))
-    return {"root": root, "transform_dir": transform_dir}
+
+    def analyse(transform_dir: Path) -> Path:
+        with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tft_tmp")):
+            analyze = tft_beam.AnalyzeDataset(
+                functools.partial(preprocessing_fn, custom_config=custom_config)
+            )
+            transform_fn = (pipeline | beam.Create(instances), metadata) | analyze
+            _ = transform_fn | tft_beam.WriteTransformFn(str(transform_dir))
+        # The raw schema, which TFX's Transform writes beside the graph from SchemaGen's output.
+        metadata_io.write_metadata(metadata, str(transform_dir / "metadata"))
+        return transform_dir
+
+    # A second ExampleGen and Transform execution on the same data, as an uncached re-run
+    # makes them: new folders, the records in other shards and order, a re-analysed graph.
+    for split in ("train", "eval"):
+        (root / "again" / split).mkdir(parents=True)
+        reordered = records[::-1]
+        _write_tfrecord_gz(root / "again" / split / "part-1.gz", reordered[::2])
+        _write_tfrecord_gz(root / "again" / split / "part-2.gz", reordered[1::2])
+    return {
+        "root": root,
+        "transform_dir": analyse(root / "transform_graph"),
+        "transform_dir_again": analyse(root / "again" / "transform_graph"),
+        "records": records,
+    }
 
 
 def _config():
@@ -128,25 +145,29 @@ def _config():
     return load_config(None, overrides, validate=False)
 
 
-def _fn_args(inputs: dict, run: str) -> dict:
+def _fn_args(inputs: dict, run: str, again: bool = False) -> dict:
     from pipeline.pipeline import trainer_custom_config
 
     root = inputs["root"]
+    examples = root / "again" if again else root
     return {
-        "train_files": [str(root / "train" / "*.gz")],
-        "eval_files": [str(root / "eval" / "*.gz")],
-        "transform_output": str(inputs["transform_dir"]),
+        "train_files": [str(examples / "train" / "*.gz")],
+        "eval_files": [str(examples / "eval" / "*.gz")],
+        "transform_output": str(inputs["transform_dir_again" if again else "transform_dir"]),
         "serving_model_dir": str(root / "model" / run / "Format-Serving"),
         "model_run_dir": str(root / "model_run" / run),
         "custom_config": trainer_custom_config(_config()),
     }
 
 
-def _run_trainer(inputs: dict, run: str, kill_at: str) -> tuple[int, list[str]]:
+def _run_trainer(
+    inputs: dict, run: str, kill_at: str, again: bool = False
+) -> tuple[int, list[str]]:
     """Runs run_fn in a fresh process; returns its exit code and the epochs it started."""
     probe_log = inputs["root"] / f"{run}.epochs"
+    fn_args = json.dumps(_fn_args(inputs, run, again))
     result = subprocess.run(
-        [sys.executable, "-c", _RUNNER, json.dumps(_fn_args(inputs, run)), kill_at, probe_log],
+        [sys.executable, "-c", _RUNNER, fn_args, kill_at, probe_log],
         cwd=Path(__file__).resolve().parents[2],
         env=dict(os.environ, TF_USE_LEGACY_KERAS="1"),
         capture_output=True,
@@ -191,3 +212,45 @@ def test_killed_trainer_resumes_mid_phase_and_after_phase_one(trainer_inputs, ho
     outputs = serve(**{features.SERVING_INPUT_KEY: tf.constant([image])})
     names = outputs[features.CLASS_NAME_OUTPUT].numpy()
     assert names[0].decode() in CLASSES
+
+
+def test_an_uncached_rerun_on_the_same_content_resumes_and_stale_progress_goes(trainer_inputs):
+    """The resume key is the inputs' content: new paths, shards and a re-analysed graph match."""
+    root = trainer_inputs["root"]
+    resume_root = root / "model_run" / "resume"
+    shutil.rmtree(resume_root, ignore_errors=True)
+
+    code, epochs = _run_trainer(trainer_inputs, "first", kill_at="phase1 0")
+    assert (code, epochs) == (-9, ["phase1 0"])
+    (state_dir,) = resume_root.iterdir()
+    # Progress of other inputs: one untouched for two days (stale), one from a minute ago.
+    stale, fresh = resume_root / "0000000000000000", resume_root / "ffffffffffffffff"
+    for folder in (stale, fresh):
+        (folder / "phase1").mkdir(parents=True)
+        (folder / "phase1" / "checkpoint").write_text("x")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for path in (stale / "phase1" / "checkpoint", stale / "phase1", stale):
+        os.utime(path, (two_days_ago, two_days_ago))
+
+    code, epochs = _run_trainer(trainer_inputs, "again", kill_at="", again=True)
+    assert (code, epochs) == (0, ["phase1 1", "phase2 0", "phase2 1"])
+    assert not state_dir.exists() and not stale.exists()
+    assert sorted(p.name for p in resume_root.iterdir()) == [fresh.name]
+
+
+def test_the_resume_key_changes_with_the_settings_and_the_examples(trainer_inputs):
+    from tfx.components.trainer.fn_args_utils import FnArgs
+
+    from trainer_module import train
+
+    def key(fn_args: dict, train_fingerprint: str = "t") -> str:
+        return train.resume_dir(FnArgs(**fn_args), train_fingerprint, "e")
+
+    base = _fn_args(trainer_inputs, "x")
+    assert key(base) == key(_fn_args(trainer_inputs, "y", again=True))
+    assert key(base) != key(base, train_fingerprint="t2")
+    changed = dict(base, custom_config={**base["custom_config"], "seed": 8})
+    assert key(base) != key(changed)
+    first = train.examples_fingerprint(base["train_files"])
+    assert first == train.examples_fingerprint(_fn_args(trainer_inputs, "y", True)["train_files"])
+    assert first[0] == len(trainer_inputs["records"])

@@ -117,7 +117,7 @@ def test_pyproject_pins_agree_with_constraints():
         assert requirement.specifier.contains(version), f"{dependency} vs constraints {version}"
 
 
-@pytest.mark.parametrize("package", ["pipeline", "components", "trainer_module"])
+@pytest.mark.parametrize("package", ["pipeline", "components", "trainer_module", "serving"])
 def test_project_code_is_copied_and_importable(package):
     copies = [rest for keyword, rest in _instructions() if keyword == "COPY"]
     assert f"{package}/ {package}/" in copies

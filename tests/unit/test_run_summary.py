@@ -18,3 +18,51 @@ def test_precision_recall_f1_per_class():
     assert result["b"]["precision"] == pytest.approx(2 / 3)
     assert result["b"]["recall"] == 1.0
     assert result["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def _store_with_one_run(tmp_path, evaluation_uri: str):
+    """A real MLMD store with one run: an Evaluator and a Pusher execution and their outputs."""
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    config = pb.ConnectionConfig()
+    config.sqlite.filename_uri = str(tmp_path / "metadata.sqlite")
+    config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    store = metadata_store.MetadataStore(config)
+    run_type = store.put_context_type(pb.ContextType(name="pipeline_run"))
+    node_type = store.put_context_type(pb.ContextType(name="node"))
+    [run] = store.put_contexts([pb.Context(type_id=run_type, name="run-1")])
+    execution_type = store.put_execution_type(pb.ExecutionType(name="exec"))
+    artifact_type = store.put_artifact_type(pb.ArtifactType(name="artifact"))
+    for node, key, uri, properties in (
+        ("Transform", "transform_graph", str(tmp_path / "deleted" / "transform_graph"), {}),
+        ("Evaluator", "evaluation", evaluation_uri, {}),
+        ("Pusher", "pushed_model", str(tmp_path / "pushed"), {"pushed": 1, "already_served": 1}),
+    ):
+        [node_context] = store.put_contexts([pb.Context(type_id=node_type, name=f"p.{node}")])
+        artifact = pb.Artifact(type_id=artifact_type, uri=uri)
+        for name, value in properties.items():
+            artifact.custom_properties[name].int_value = value
+        artifact.custom_properties["pushed_destination"].string_value = "/serving/clf/1"
+        event = pb.Event(type=pb.Event.OUTPUT)
+        event.path.steps.add().key = key
+        store.put_execution(
+            pb.Execution(type_id=execution_type, last_known_state=pb.Execution.COMPLETE),
+            [(artifact, event)],
+            store.get_contexts_by_id([run, node_context]),
+        )
+    return store
+
+
+def test_a_deleted_evaluation_is_a_problem_line_not_a_crash(tmp_path):
+    from pipeline.run_summary import format_summary, summarize_run
+
+    store = _store_with_one_run(tmp_path, str(tmp_path / "deleted" / "evaluation"))
+    summary = summarize_run(store, "p", "run-1")
+    eval_problem, per_class_problem = summary.problems
+    assert "eval metrics unreadable" in eval_problem and "deleted/evaluation" in eval_problem
+    assert "per-class metrics unreadable" in per_class_problem
+    assert "--enable-cache false" in eval_problem
+    text = format_summary(summary)
+    assert f"problem: {eval_problem}" in text
+    assert "/serving/clf/1 (already the newest version, byte-identical" in text
