@@ -19,7 +19,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.versioned_pusher import layout
+from serving import layout
 
 logger = logging.getLogger(__name__)
 
@@ -64,5 +64,5 @@ class Executor(base_executor.BaseExecutor):
         served = os.path.join(model_dir, str(version))
         model.set_string_custom_property(SERVED_PATH_PROPERTY, served)
         # A copy, not a reference: the Pusher may prune this version while TFMA reads it.
-        layout._copy_tree(served, path_utils.serving_model_path(model.uri))
+        layout.copy_tree(served, path_utils.serving_model_path(model.uri))
         logger.info("ServedModelBaseline: baseline is version %d (%s)", version, served)

@@ -651,7 +651,10 @@ def test_an_infrastructure_error_fails_the_run_and_says_so(tmp_path, candidate, 
         metadata_path=str(tmp_path / "metadata.sqlite"),
         pipeline_root=str(tmp_path / "root"),
     )
-    line = describe_failure(config, set(), raised.value, None)
+    from pipeline.run_summary import list_run_ids, open_store
+
+    [run_id] = list_run_ids(open_store(config.metadata_path))
+    line = describe_failure(config, run_id, raised.value, None)
     assert line.startswith("component InfraCheck failed"), line
     assert "infrastructure error, the model was not judged" in line
     assert "no tensorflow_model_server is on PATH" in line
