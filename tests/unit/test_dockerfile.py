@@ -78,9 +78,8 @@ def _from_images() -> list[str]:
 
 
 def _stage_names() -> set[str]:
-    return {
-        rest.split()[-1] for keyword, rest in _instructions() if keyword == "FROM" and " AS " in rest
-    }
+    froms = [rest for keyword, rest in _instructions() if keyword == "FROM"]
+    return {rest.split()[-1] for rest in froms if " AS " in rest}
 
 
 def _project_packages() -> list[str]:
@@ -120,7 +119,7 @@ def test_install_needs_no_network():
         if command[1] in ("install", "download"):
             assert "--no-index" in command, command
             assert any(w.startswith("--find-links=") for w in command), command
-    runs = [rest for keyword, rest in _instructions() if keyword == "RUN" and " pip install " in rest]
+    runs = [rest for keyword, rest in _instructions() if keyword == "RUN" and "pip install" in rest]
     assert all("--mount=type=bind,source=build/wheels,target=/tmp/wheels" in r for r in runs), runs
 
 
@@ -141,7 +140,9 @@ def test_every_registry_image_is_a_build_argument():
     assert set(defaults) >= {"BASE_IMAGE", "BEAM_SDK_IMAGE", "TF_SERVING_IMAGE"}
     # Empty optional arguments fall back to a stage of this Dockerfile.
     for keyword, rest in _instructions():
-        match = re.fullmatch(r"\$\{(\w+):-([\w-]+)\}", rest.split()[0]) if keyword == "FROM" else None
+        if keyword != "FROM":
+            continue
+        match = re.fullmatch(r"\$\{(\w+):-([\w-]+)\}", rest.split()[0])
         if match:
             assert match.group(2) in stages, rest
 
