@@ -106,7 +106,7 @@ build_local_base() {
     [[ $EUID -eq 0 ]] || die "making the local base image needs root (debootstrap); or set BASE_IMAGE"
     command -v debootstrap >/dev/null 2>&1 || {
         say "installing debootstrap"
-        apt-get install -y -qq --no-install-recommends debootstrap >/dev/null ||
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends debootstrap; } >/dev/null ||
             die "apt-get install debootstrap failed; or set BASE_IMAGE"
     }
     [[ "$PYTHON_PREFIX" != /usr && "$PYTHON_PREFIX" != /usr/local ]] ||
@@ -231,7 +231,8 @@ build_image() {
         say "$digest_tag is up to date"
     else
         say "docker build (base $BASE_IMAGE, Beam SDK stage '${BEAM_SDK_IMAGE}', TF Serving stage '${TF_SERVING_IMAGE}')"
-        DOCKER_BUILDKIT=1 "$(buildkit_client)" build --progress=plain -f deploy/Dockerfile \
+        # --network=none: nothing inside the build may reach a network.
+        DOCKER_BUILDKIT=1 "$(buildkit_client)" build --progress=plain --network=none -f deploy/Dockerfile \
             --build-arg "BASE_IMAGE=$BASE_IMAGE" \
             --build-arg "BEAM_SDK_IMAGE=$BEAM_SDK_IMAGE" \
             --build-arg "TF_SERVING_IMAGE=$TF_SERVING_IMAGE" \

@@ -126,6 +126,7 @@ def build_standin_image(docker_host: str, project_image: str, context: Path, tag
         "build",
         "--quiet",
         "--force-rm",
+        "--network=none",  # as the project image: nothing in the build reaches a network
         f"--build-arg=PROJECT_IMAGE={project_image}",
         f"--tag={tag}",
         str(context),
