@@ -113,7 +113,8 @@ build_local_base() {
         die "PYTHON=$PYTHON comes from $PYTHON_PREFIX, which cannot be copied on its own; use a pyenv or source-built Python 3.10"
     local rootfs mirror packages
     rootfs=$(mktemp -d "${TMPDIR:-/var/tmp}/tfx-image-pipeline-rootfs.XXXXXX")
-    trap 'rm -rf "$rootfs"' RETURN
+    # shellcheck disable=SC2064 # the path is fixed now
+    trap "rm -rf '$rootfs'" EXIT
     mirror=$(debian_mirror)
     packages=$( (echo ca-certificates netbase tzdata; python_runtime_packages) | tr -s ' \n' ',' | sed 's/,$//')
     say "debootstrap --variant=minbase bookworm from $mirror, with $packages"
@@ -149,6 +150,8 @@ build_local_base() {
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["python3"]' \
         - "$LOCAL_BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+    trap - EXIT
 }
 
 resolve_base_image() {
