@@ -29,6 +29,12 @@ from trainer_module.export import write_warmup_requests
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
 
 
+@pytest.fixture(autouse=True)
+def _docker_host(container_engine, monkeypatch):
+    """The executor runs the docker client: point it at the test session's engine."""
+    monkeypatch.setenv("DOCKER_HOST", container_engine)
+
+
 @pytest.fixture(scope="module")
 def candidate(tmp_path_factory, holdout_dir: Path) -> Path:
     """The infra check tests' tiny SavedModel with real warmup requests."""

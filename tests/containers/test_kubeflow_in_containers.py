@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import time
@@ -47,6 +48,7 @@ def _metadata(run, task: str, key: str) -> dict:
 @pytest.fixture(scope="module")
 def kfp_runs(tmp_path_factory, container_engine, project_image):
     """Both DAG runs; the compiled spec and where they wrote."""
+    os.environ["DOCKER_HOST"] = container_engine  # For the harness's and the tests' docker calls.
     root = tmp_path_factory.mktemp("kfp-containers")
     pipeline_root, serving_dir = root / "pipeline_root", root / "serving"
     serving_dir.mkdir()
