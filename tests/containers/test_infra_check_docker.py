@@ -102,3 +102,19 @@ def test_missing_image_is_an_infrastructure_error(tmp_path, candidate, container
     message = str(raised.value)
     assert "local/no-such-image:0 is not present and cannot be pulled" in message
     assert "--help" not in message
+
+
+def test_auto_falls_back_to_the_local_server_when_tf_serving_cannot_be_pulled(
+    container_engine, monkeypatch
+):
+    """The bug report's machine: a Docker engine answers, tensorflow/serving is not there and
+    no registry can be reached. auto must pick the local server and say why, not docker."""
+    from components.infra_check import servers
+
+    image = "tensorflow/serving:2.16.1"
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0:
+        pytest.skip(f"{image} is present on this engine")
+    monkeypatch.setattr(servers, "find_tf_serving_binary", lambda: None)
+    choice = servers.select_server("auto", image, pull_timeout=60)
+    assert choice.kind == "local_server"
+    assert f"a Docker daemon answers, but {image} is not present" in choice.reason
