@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--image", help="Use this image tag instead of building one.")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO_ROOT))
     from pipeline.cli import main as cli_main
     from pipeline.run_summary import open_store, summarize_run
     from tests.conftest import SAMPLE_DIR

@@ -149,21 +149,27 @@ def _check_agreement(reference: dict, others: dict[str, dict]) -> str:
     return "yes (class ids equal, probabilities within 1e-5)"
 
 
+def _newest_version(model_dir: Path) -> tuple[int, str]:
+    """The newest whole version under ``model_dir`` and its folder; exits if there is none."""
+    versions = scan_versions(model_dir)
+    if not versions:
+        raise SystemExit(f"no version directory with a saved_model.pb under {model_dir}")
+    version = max(versions)
+    return version, versions[version]
+
+
 def run(args: argparse.Namespace) -> str:
     import tensorflow as tf
 
     load_before = os.getloadavg()[0]
     model_dir = Path(args.model_dir).resolve()
-    versions = scan_versions(model_dir)
-    if not versions:
-        raise SystemExit(f"no version directory with a saved_model.pb under {model_dir}")
-    version = max(versions)
+    version, version_dir = _newest_version(model_dir)
     images = _images(Path(args.images), 32)
     batches = {1: images[:1], 32: images[:32]}
     iterations = {1: args.iterations_1, 32: args.iterations_32}
 
-    print(f"loading {versions[version]} in-process", flush=True)
-    loaded = tf.saved_model.load(versions[version])
+    print(f"loading {version_dir} in-process", flush=True)
+    loaded = tf.saved_model.load(version_dir)
     serve = loaded.signatures[features.SERVING_SIGNATURE]
     encoded = {b: tf.constant(batch) for b, batch in batches.items()}
     # The exact transform the model serves with; its saved signature also takes a label,
@@ -359,15 +365,12 @@ def run_throughput(args: argparse.Namespace) -> str:
 
     load_before = os.getloadavg()[0]
     model_dir = Path(args.model_dir).resolve()
-    versions = scan_versions(model_dir)
-    if not versions:
-        raise SystemExit(f"no version directory with a saved_model.pb under {model_dir}")
-    version = max(versions)
+    version, version_dir = _newest_version(model_dir)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     images = _images(Path(args.images), max(concurrency))
 
-    print(f"loading {versions[version]} in-process", flush=True)
-    loaded = tf.saved_model.load(versions[version])
+    print(f"loading {version_dir} in-process", flush=True)
+    loaded = tf.saved_model.load(version_dir)
     serve = loaded.signatures[features.SERVING_SIGNATURE]
     encoded = [tf.constant([image]) for image in images]
     size = int(

@@ -192,9 +192,9 @@ def _disable_cache_of_uncacheable_tasks(pipeline_spec: dict[str, Any]) -> None:
 
 def runtime_parameter_defaults(config: PipelineConfig) -> dict[str, Any]:
     """The compiled pipeline's runtime parameters and their defaults (``config``'s values)."""
-    from pipeline.pipeline import RUNTIME_PARAMETER_FIELDS
+    from pipeline.pipeline import runtime_parameters
 
-    return {name: kind(getattr(config, name)) for name, kind in RUNTIME_PARAMETER_FIELDS.items()}
+    return {name: parameter.default for name, parameter in runtime_parameters(config).items()}
 
 
 def _set_parameter_defaults(pipeline_spec: dict[str, Any], defaults: dict[str, Any]) -> None:

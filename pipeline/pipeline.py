@@ -11,12 +11,13 @@ from tfx import v1 as tfx
 
 from components.evaluator import ServedBaselineEvaluator
 from components.evaluator.executor import GATED_METRIC_CLASS, accuracy_threshold
+from components.evaluator.executor import RUNTIME_SETTINGS as EVALUATOR_RUNTIME_SETTINGS
 from components.image_example_gen import ImageExampleGen
 from components.image_example_gen.options import IngestOptions
 from components.infra_check import InfraCheck
 from components.served_baseline import ServedModelBaseline
 from components.trainer import ImageTrainer
-from components.trainer.executor import RUNTIME_SETTINGS
+from components.trainer.executor import RUNTIME_SETTINGS as TRAINER_RUNTIME_SETTINGS
 from components.versioned_pusher import VersionedPusher
 from pipeline.config import PipelineConfig, beam_flag_name, uses_direct_runner
 from trainer_module import features
@@ -160,10 +161,12 @@ def component_beam_args(config: PipelineConfig) -> list[str]:
 
 
 # Settings that become runtime parameters of a compiled Kubeflow/Vertex pipeline (a run can
-# be submitted with new values without recompiling): field -> type. The Trainer's come from
-# its component; the Evaluator's are the gate.
-EVALUATOR_RUNTIME_SETTINGS: dict[str, type] = {"accuracy_floor": float, "max_accuracy_drop": float}
-RUNTIME_PARAMETER_FIELDS: dict[str, type] = {**RUNTIME_SETTINGS, **EVALUATOR_RUNTIME_SETTINGS}
+# be submitted with new values without recompiling): field -> type, as the Trainer and the
+# Evaluator components name them.
+RUNTIME_PARAMETER_FIELDS: dict[str, type] = {
+    **TRAINER_RUNTIME_SETTINGS,
+    **EVALUATOR_RUNTIME_SETTINGS,
+}
 
 
 def runtime_parameters(config: PipelineConfig) -> dict[str, tfx.dsl.experimental.RuntimeParameter]:
@@ -206,7 +209,7 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         custom_config=trainer_custom_config(config),
-        runtime_parameters={k: v for k, v in runtime.items() if k in RUNTIME_SETTINGS},
+        runtime_parameters={k: v for k, v in runtime.items() if k in TRAINER_RUNTIME_SETTINGS},
     ).with_id(TRAINER)
     # The baseline is the model being served now, read from the serving directory: no MLMD
     # resolver, so the same gate runs locally, on open-source Kubeflow and on Vertex AI.

@@ -18,8 +18,7 @@ class ServedBaselineEvaluatorSpec(standard_component_specs.EvaluatorSpec):
 
     PARAMETERS = {
         **standard_component_specs.EvaluatorSpec.PARAMETERS,
-        executor.ACCURACY_FLOOR_KEY: ExecutionParameter(type=float),
-        executor.MAX_ACCURACY_DROP_KEY: ExecutionParameter(type=float),
+        **{name: ExecutionParameter(type=kind) for name, kind in executor.RUNTIME_SETTINGS.items()},
     }
 
 

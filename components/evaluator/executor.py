@@ -24,6 +24,8 @@ from tfx.utils import path_utils, proto_utils
 
 ACCURACY_FLOOR_KEY = "accuracy_floor"
 MAX_ACCURACY_DROP_KEY = "max_accuracy_drop"
+# Parameter name -> type: the gate's settings, runtime parameters of a compiled pipeline.
+RUNTIME_SETTINGS: dict[str, type] = {ACCURACY_FLOOR_KEY: float, MAX_ACCURACY_DROP_KEY: float}
 # The metric the gate applies to (TFMA's class name in the EvalConfig).
 GATED_METRIC_CLASS = "SparseCategoricalAccuracy"
 

@@ -35,22 +35,12 @@ def find_tf_serving_binary() -> str | None:
 
 def docker_daemon_available(timeout: float = DOCKER_INFO_TIMEOUT_SECONDS) -> bool:
     """Whether ``docker info`` exits 0 within ``timeout`` seconds (a client and a daemon)."""
-    docker = shutil.which("docker")
-    if not docker:
-        return False
-    try:
-        result = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return result.returncode == 0
+    result = _docker(["info", "--format", "{{.ServerVersion}}"], timeout)
+    return result is not None and result.returncode == 0
 
 
 def _docker(args: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+    """``docker ARGS`` (text output), or None without a client or past ``timeout``."""
     docker = shutil.which("docker")
     if not docker:
         return None

@@ -38,11 +38,6 @@ def newest_served_version(model_dir: str) -> int:
     return versions[-1] if versions else NO_BASELINE_VERSION
 
 
-def has_served_baseline(model: types.Artifact) -> bool:
-    """Whether a ServedModelBaseline output holds a model (a version was being served)."""
-    return model.get_int_custom_property(SERVED_VERSION_PROPERTY) != NO_BASELINE_VERSION
-
-
 class Executor(base_executor.BaseExecutor):
     """Copies the newest served version into the output Model, or marks it empty."""
 

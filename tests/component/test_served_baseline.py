@@ -38,7 +38,6 @@ def test_nothing_served_gives_an_empty_baseline(tmp_path):
     model = _run_baseline(tmp_path, tmp_path / "serving" / "m")
     assert model.get_int_custom_property("served_version") == 0
     assert not evaluator_executor.holds_model(model)
-    assert not baseline_executor.has_served_baseline(model)
 
 
 def test_newest_whole_version_is_the_baseline(tmp_path, saved_model):

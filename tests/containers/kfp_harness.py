@@ -191,11 +191,12 @@ class ContainerDagRunner:
         task_root.mkdir(parents=True, exist_ok=True)
         serialized = json.dumps(executor_input)
         args = [a.replace(EXECUTOR_INPUT_PLACEHOLDER, serialized) for a in container["args"]]
+        container_name = f"kfp-{run_root.name}-{task_name.lower()}"
         command = [
             self.docker,
             "run",
             "--rm",
-            f"--name=kfp-{run_root.name}-{task_name.lower()}",
+            f"--name={container_name}",
             # No task needs the network (data and outputs are mounted; the infra check talks
             # to its server on loopback), and none gets it: the run proves nothing is fetched.
             "--network=none",
@@ -211,7 +212,7 @@ class ContainerDagRunner:
                 command, capture_output=True, text=True, timeout=self.timeout_seconds
             )
         except subprocess.TimeoutExpired:
-            subprocess.run([self.docker, "rm", "-f", command[3].split("=", 1)[1]], check=False)
+            subprocess.run([self.docker, "rm", "-f", container_name], check=False)
             raise TaskFailedError(
                 f"{task_name}: timed out after {self.timeout_seconds} s"
             ) from None
