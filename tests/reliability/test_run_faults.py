@@ -176,9 +176,12 @@ def test_a_killed_run_is_shown_abandoned_and_does_not_block_the_next(tmp_path, s
         text=True,
     )
     try:
-        for line in run.stderr:  # Progress lines: kill it while a component runs.
-            if "Component ImageExampleGen is running" in line:
-                time.sleep(1.0)
+        # Kill it 10 s into Transform: by then Transform or the Trainer (minutes) is running.
+        # (ImageExampleGen can finish on the sample within a short grace period, leaving
+        # nothing running at the moment of the kill.)
+        for line in run.stderr:
+            if "Component Transform is running" in line:
+                time.sleep(10.0)
                 run.send_signal(signal.SIGKILL)
                 break
     finally:
