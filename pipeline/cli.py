@@ -150,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.run_summary import format_summary
 
     try:
-        summary = run_locally(config)
+        summary = run_locally(config, verbose=args.verbose)
     except PipelineRunError as err:
         _error("run", f"pipeline failed: {err}")
         return EXIT_FAILED
@@ -451,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="Validate the configuration, print it (YAML) and the component graph, and stop.",
+    )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Print every log record, TensorFlow's, absl's and Beam's included, on the console "
+        "(by default they go only to the run's log file).",
     )
     run.set_defaults(handler=_run)
 

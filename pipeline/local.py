@@ -13,10 +13,12 @@ import fcntl
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from pipeline.config import PipelineConfig
+from pipeline.console import ConsoleHandler
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _OK_STATES = ("COMPLETE", "CACHED")
@@ -28,61 +30,112 @@ class PipelineRunError(RuntimeError):
     """A local run failed; the message names the failed component and where to look."""
 
 
-class _ProgressFilter(logging.Filter):
-    """Lets warnings through, and the LocalDagRunner's 'Component X is running.' lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == _TRACEBACK_LOGGER:
-            return False
-        if record.levelno >= logging.WARNING:
-            return True
-        message = record.getMessage()
-        return message.startswith("Component ") and message.endswith(
-            ("is running.", "is finished.")
-        )
-
-
 def log_dir(config: PipelineConfig) -> Path:
     """Local runs write one log file per run here (next to the MLMD store)."""
     return Path(config.metadata_path).parent / "logs"
 
 
 @contextlib.contextmanager
-def _run_logging(config: PipelineConfig) -> Iterator[Path]:
-    """INFO and above to a new log file; warnings and progress lines to stderr.
+def _absl_logs_info() -> Iterator[None]:
+    """Keeps absl's logger at INFO for the run, so the LocalDagRunner's "Component X is
+    running." lines (absl INFO records) reach the log file and the console throughout.
+
+    TensorFlow silences absl around every SavedModel walk (``autotrackable._trackable_children``
+    calls ``absl.logging.set_verbosity(FATAL)`` and then restores ``get_verbosity()``). absl's
+    verbosity flag defaults to WARNING, so the "restore" set the absl logger to WARNING from
+    the first SavedModel on (Transform's), and every later component line was dropped.
+    With the flag at INFO, the restore restores INFO.
+    """
+    from absl import logging as absl_logging
+
+    saved = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(saved)
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[TextIO]:
+    """Points file descriptor 2 at ``path`` (appending) for the run; yields the console.
+
+    TensorFlow's C++ logging, Beam's worker processes and every library that writes to
+    stderr then write into the run's log file; the console (the original stderr, yielded
+    as a line-buffered stream) gets only what the run prints on purpose.
+    """
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    console = os.fdopen(os.dup(saved_fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    try:
+        yield console
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        console.close()
+
+
+@contextlib.contextmanager
+def _run_logging(
+    config: PipelineConfig,
+    verbose: bool = False,
+    figure: Callable[[str], str] | None = None,
+) -> Iterator[tuple[Path, ConsoleHandler]]:
+    """INFO and above to a new log file; a readable progress view on the console.
+
+    Yields the log file's path and the console handler.
+
+    The console (``pipeline.console.ConsoleHandler``) shows a start and an end line per
+    component, training progress, this project's warnings and errors. Unless ``verbose``,
+    file descriptor 2 goes to the log file for the run, so TensorFlow's C++ logging and
+    Beam's workers' output land there, not on the console. ``verbose`` keeps stderr as it
+    is and prints every log record as well.
 
     Handlers that libraries installed on the root logger (some call ``logging.basicConfig``)
     and on TensorFlow's logger are detached for the run, so raising the root level to INFO
     neither floods the console nor prints TensorFlow's messages twice.
     """
+    from trainer_module.features import PROGRESS_LOGGER
+
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     path = log_dir(config) / f"{config.pipeline_name}-{stamp}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(path)
     to_file.setLevel(logging.INFO)
     to_file.setFormatter(logging.Formatter(_LOG_FORMAT))
-    to_console = logging.StreamHandler(sys.stderr)
-    to_console.addFilter(_ProgressFilter())
-    to_console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    detached = {logger: list(logger.handlers) for logger in (root, logging.getLogger("tensorflow"))}
-    saved_level = root.level
-    for logger, handlers in detached.items():
-        for handler in handlers:
-            logger.removeHandler(handler)
-    root.addHandler(to_file)
-    root.addHandler(to_console)
-    root.setLevel(logging.INFO)
-    try:
-        yield path
-    finally:
-        for handler in (to_file, to_console):
-            root.removeHandler(handler)
-            handler.close()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_absl_logs_info())
+        console = sys.stderr if verbose else stack.enter_context(_stderr_to(path))
+        to_console = ConsoleHandler(console, figure=figure, verbose=verbose)
+        to_console.addFilter(lambda record: record.name != _TRACEBACK_LOGGER)
+        root = logging.getLogger()
+        progress = logging.getLogger(PROGRESS_LOGGER)
+        detached = {
+            logger: list(logger.handlers) for logger in (root, logging.getLogger("tensorflow"))
+        }
+        saved_levels = (root.level, progress.level)
         for logger, handlers in detached.items():
             for handler in handlers:
-                logger.addHandler(handler)
-        root.setLevel(saved_level)
+                logger.removeHandler(handler)
+        root.addHandler(to_file)
+        root.addHandler(to_console)
+        root.setLevel(logging.INFO)
+        progress.setLevel(logging.DEBUG)  # Batch records reach the console, not the file.
+        try:
+            yield path, to_console
+        finally:
+            for handler in (to_file, to_console):
+                root.removeHandler(handler)
+                handler.close()
+            for logger, handlers in detached.items():
+                for handler in handlers:
+                    logger.addHandler(handler)
+            root.setLevel(saved_levels[0])
+            progress.setLevel(saved_levels[1])
 
 
 class RunInProgressError(PipelineRunError):
@@ -251,34 +304,52 @@ def compile_for_local_run(tfx_pipeline):
     return ir
 
 
-def run_locally(config: PipelineConfig):
+def run_locally(config: PipelineConfig, verbose: bool = False):
     """Runs the pipeline with LocalDagRunner; returns this run's ``RunSummary``.
 
-    Writes INFO logs to ``log_dir(config)``; prints warnings and component progress to
-    stderr. Holds the output root's run lock (a second concurrent run is refused), and
-    refuses a damaged store or one that does not match the pipeline root. Raises
-    PipelineRunError naming the failed component.
+    Writes INFO logs (and, unless ``verbose``, everything written to stderr) to
+    ``log_dir(config)``; the console shows each component's start and end with its key
+    figure, and the Trainer's progress. Writes the run's HTML report at the end (also
+    when a component failed). Holds the output root's run lock (a second concurrent run is
+    refused), and refuses a damaged store or one that does not match the pipeline root.
+    Raises PipelineRunError naming the failed component.
     """
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     run_id = datetime.datetime.now().isoformat()  # The form LocalDagRunner itself uses.
     with run_lock(config, run_id):  # Before TFX loads: a refusal takes a second.
         _check_store_before_run(config)
-        from tfx import v1 as tfx
+        from pipeline.console import run_figures
+        from pipeline.report import record_run_start, write_report
 
-        from pipeline.pipeline import create_pipeline
-        from pipeline.run_summary import open_store, summarize_run
-
-        with _run_logging(config) as log_path:
+        record_run_start(config, run_id)
+        with _run_logging(config, verbose, run_figures(config, run_id)) as (log_path, console):
             logging.getLogger(__name__).info("run %s, configuration: %s", run_id, config.to_dict())
+            failure = None
             try:
+                # Imported here, so that TensorFlow's import-time noise goes to the log file.
+                from tfx import v1 as tfx
+
+                from pipeline.pipeline import create_pipeline
+
                 metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
                     config.metadata_path
                 )
-                _local_runner(run_id).run_with_ir(
-                    compile_for_local_run(create_pipeline(config, metadata))
-                )
+                tfx_pipeline = create_pipeline(config, metadata)
+                console.total = len(tfx_pipeline.components)
+                _local_runner(run_id).run_with_ir(compile_for_local_run(tfx_pipeline))
             except Exception as err:  # noqa: BLE001 - reported with the failed component's name
                 logging.getLogger(_TRACEBACK_LOGGER).exception("pipeline run failed")
-                raise PipelineRunError(describe_failure(config, run_id, err, log_path)) from err
-        store = open_store(config.metadata_path, read_only=True)
-        return summarize_run(store, config.pipeline_name, run_id)
+                failure = PipelineRunError(describe_failure(config, run_id, err, log_path))
+                failure.__cause__ = err
+            report = write_report(config, run_id, log_path=log_path)
+        if failure is not None:
+            if report:
+                failure.args = (f"{failure.args[0]}; report: {report}",)
+            raise failure
+        from pipeline.run_summary import open_store, summarize_run
+
+        summary = summarize_run(
+            open_store(config.metadata_path, read_only=True), config.pipeline_name, run_id
+        )
+        summary.report_path = str(report) if report else None
+        return summary

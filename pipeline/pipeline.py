@@ -19,14 +19,15 @@ from components.served_baseline import ServedModelBaseline
 from components.trainer import ImageTrainer
 from components.trainer.executor import RUNTIME_SETTINGS as TRAINER_RUNTIME_SETTINGS
 from components.versioned_pusher import VersionedPusher
+from pipeline import run_summary
 from pipeline.config import PipelineConfig, beam_flag_name, uses_direct_runner
 from trainer_module import features
 from trainer_module.settings import TrainingSettings, TransformSettings
 
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
-# Metric names in the Evaluator's output: TFMA names SparseCategoricalAccuracy this way.
-ACCURACY_METRIC = "sparse_categorical_accuracy"
+# Metric names in the Evaluator's output.
+ACCURACY_METRIC = run_summary.ACCURACY_METRIC
 TOP_K_METRIC = "top_k_accuracy"
 CUSTOM_METRICS_MODULE = "trainer_module.metrics"
 

@@ -10,6 +10,9 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+# The Evaluator's name of overall accuracy (TFMA names SparseCategoricalAccuracy this way):
+# the metric the gate applies to.
+ACCURACY_METRIC = "sparse_categorical_accuracy"
 _RUN_CONTEXT_TYPE = "pipeline_run"
 _NODE_CONTEXT_TYPE = "node"
 
@@ -48,6 +51,26 @@ class RunSummary:
     transform_graph_uri: str | None = None
     # class name -> precision, recall, f1, support (from TFMA's confusion matrix)
     per_class: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # The baseline's overall metrics where the gate compared against a served version.
+    baseline_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    class_names: list[str] = dataclasses.field(default_factory=list)  # in label-id order
+    # (actual id, predicted id, count) cells of the candidate's confusion matrix.
+    confusion: list[tuple[int, int, float]] = dataclasses.field(default_factory=list)
+    # ImageExampleGen's figures (its examples artifact's properties) and its report.
+    ingested_images: int | None = None
+    skipped_bad_files: int | None = None
+    skipped_ignored_files: int | None = None
+    duplicate_groups: int | None = None
+    ingestion_report: str | None = None
+    examples_uri: str | None = None
+    model_uri: str | None = None  # the Trainer's model artifact (its training record beside)
+    model_run_uri: str | None = None
+    pushed_version: int | None = None
+    # The gate's thresholds (the Evaluator execution's parameters).
+    accuracy_floor: float | None = None
+    max_accuracy_drop: float | None = None
+    report_path: str | None = None  # the run's HTML report, once written
+    served_version: int | None = None  # what ServedModelBaseline found served (0: nothing)
     # Artifacts MLMD lists that could not be read back (deleted or damaged files), one line each.
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -226,12 +249,20 @@ def summarize_run(
             )
         )
         _add_outputs(store, execution, component_id, summary)
+        if component_id == "Evaluator":
+            summary.accuracy_floor = _property(execution, "accuracy_floor")
+            summary.max_accuracy_drop = _property(execution, "max_accuracy_drop")
         summary.model_dir = summary.model_dir or _push_base_directory(execution)
-    if summary.evaluation_uri and summary.transform_graph_uri:
+    if summary.transform_graph_uri:
         try:
-            summary.per_class = load_per_class_metrics(
-                summary.evaluation_uri, read_class_names(summary.transform_graph_uri)
-            )
+            summary.class_names = read_class_names(summary.transform_graph_uri)
+        except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
+            summary.problems.append(_unreadable("class names", summary.transform_graph_uri, err))
+    if summary.evaluation_uri and summary.class_names:
+        try:
+            summary.confusion = load_confusion_entries(summary.evaluation_uri)
+            if summary.confusion:
+                summary.per_class = per_class_from_confusion(summary.confusion, summary.class_names)
         except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
             summary.problems.append(_unreadable("per-class metrics", summary.evaluation_uri, err))
     return summary
@@ -277,6 +308,20 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
                 summary.candidate_model_uri = artifact.uri
         if event.type != metadata_store_pb2.Event.OUTPUT:
             continue
+        if key == "examples" and component_id == "ImageExampleGen":
+            summary.examples_uri = artifact.uri
+            summary.ingested_images = _property(artifact, "ingested_images")
+            summary.skipped_bad_files = _property(artifact, "skipped_bad_files")
+            summary.skipped_ignored_files = _property(artifact, "skipped_ignored_files")
+            summary.duplicate_groups = _property(artifact, "duplicate_groups")
+            summary.ingestion_report = _property(artifact, "ingestion_report")
+        elif key == "model" and component_id == "ServedModelBaseline":
+            version = _property(artifact, "served_version")
+            summary.served_version = int(version) if version is not None else None
+        elif key == "model" and component_id == "Trainer":
+            summary.model_uri = artifact.uri
+        elif key == "model_run" and component_id == "Trainer":
+            summary.model_run_uri = artifact.uri
         if key == "blessing" and component_id == "InfraCheck":
             summary.infra_blessed = bool(_property(artifact, "blessed"))
             summary.infra_check_server = _property(artifact, "infra_check_server")
@@ -288,15 +333,19 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
             summary.evaluation_uri = artifact.uri
             try:
                 summary.metrics = load_overall_metrics(artifact.uri)
+                summary.baseline_metrics = load_overall_metrics(artifact.uri, baseline=True)
             except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
                 summary.problems.append(_unreadable("eval metrics", artifact.uri, err))
         elif key == "pushed_model" and _property(artifact, "pushed"):
             summary.pushed_destination = _property(artifact, "pushed_destination")
+            version = _property(artifact, "pushed_version")
+            summary.pushed_version = int(version) if version else None
             summary.push_unchanged = bool(_property(artifact, "already_served"))
 
 
-def load_overall_metrics(evaluation_uri: str) -> dict[str, float]:
-    """Candidate-model metrics of the overall slice from a TFMA evaluation artifact."""
+def load_overall_metrics(evaluation_uri: str, baseline: bool = False) -> dict[str, float]:
+    """Overall-slice metrics of the candidate (or, with ``baseline``, of the baseline) model
+    from a TFMA evaluation artifact."""
     import tensorflow as tf
     import tensorflow_model_analysis as tfma  # Heavy; only needed when metrics are read.
 
@@ -308,7 +357,7 @@ def load_overall_metrics(evaluation_uri: str) -> dict[str, float]:
             continue
         for key_and_value in slice_metrics.metric_keys_and_values:
             key = key_and_value.key
-            if key.model_name == "baseline" or key.is_diff:
+            if (key.model_name == "baseline") != baseline or key.is_diff:
                 continue
             value = key_and_value.value
             if value.HasField("double_value"):
@@ -343,10 +392,9 @@ def per_class_from_confusion(
     return result
 
 
-def load_per_class_metrics(
-    evaluation_uri: str, class_names: list[str]
-) -> dict[str, dict[str, float]]:
-    """Per-class metrics of the candidate from TFMA's multi-class confusion matrix plot."""
+def load_confusion_entries(evaluation_uri: str) -> list[tuple[int, int, float]]:
+    """(actual id, predicted id, count) cells of the candidate's overall confusion matrix
+    (TFMA's multi-class confusion matrix plot); [] when the evaluation has none."""
     import tensorflow_model_analysis as tfma  # Heavy; only needed when metrics are read.
 
     for slice_plots in tfma.load_plots(evaluation_uri):
@@ -359,12 +407,36 @@ def load_per_class_metrics(
             if not value.HasField("multi_class_confusion_matrix_at_thresholds"):
                 continue
             matrix = value.multi_class_confusion_matrix_at_thresholds.matrices[0]
-            entries = [
+            return [
                 (e.actual_class_id, e.predicted_class_id, e.num_weighted_examples)
                 for e in matrix.entries
             ]
-            return per_class_from_confusion(entries, class_names)
-    return {}
+    return []
+
+
+def gate_reason(summary: RunSummary) -> str:
+    """Why the Evaluator blessed the candidate or not, in one line, from the run's figures."""
+    metric = "accuracy"
+    value = summary.metrics.get(ACCURACY_METRIC)
+    if value is None:
+        return "no evaluation recorded"
+    parts = []
+    floor, drop = summary.accuracy_floor, summary.max_accuracy_drop
+    if floor is not None:
+        parts.append(f"{metric} {value:.4f} {'>=' if value >= floor else '<'} floor {floor:g}")
+    else:
+        parts.append(f"{metric} {value:.4f}")
+    baseline = summary.baseline_metrics.get(ACCURACY_METRIC)
+    if summary.baseline_version and baseline is not None:
+        change = value - baseline
+        allowed = f", at most {drop:g} below allowed" if drop is not None else ""
+        parts.append(
+            f"{change:+.4f} against served version {summary.baseline_version} "
+            f"({baseline:.4f}{allowed})"
+        )
+    else:
+        parts.append("no served baseline")
+    return "; ".join(parts)
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -390,7 +462,7 @@ def format_summary(summary: RunSummary) -> str:
     else:
         baseline = "none (nothing served yet)"
     lines.append(f"baseline model: {baseline}")
-    lines.append(f"blessed: {summary.blessed}")
+    lines.append(f"blessed: {summary.blessed} ({gate_reason(summary)})")
     if summary.infra_blessed is not None:
         lines.append(
             f"infra check: {'passed' if summary.infra_blessed else 'FAILED'} "
@@ -404,4 +476,6 @@ def format_summary(summary: RunSummary) -> str:
         + (unchanged if summary.push_unchanged else "")
     )
     lines.extend(f"problem: {problem}" for problem in summary.problems)
+    if summary.report_path:
+        lines.append(f"report: {summary.report_path}")
     return "\n".join(lines)

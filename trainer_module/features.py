@@ -39,3 +39,7 @@ CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 PROBABILITIES_OUTPUT = "probabilities"  # float32 [batch, num_classes]
 CLASS_ID_OUTPUT = "class_id"  # int64 [batch]
 CLASS_NAME_OUTPUT = "class_name"  # string [batch]
+
+# The logger of the Trainer's progress records (trainer_module.training_record), which the
+# CLI's console draws (pipeline.console).
+PROGRESS_LOGGER = "tfx_image_pipeline.progress"

@@ -26,6 +26,7 @@ from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec
 from trainer_module.export import export_serving_model
 from trainer_module.models import build_backbone, build_classifier, set_backbone_trainable
 from trainer_module.settings import TrainingSettings, settings_from_custom_config
+from trainer_module.training_record import EpochRecorder, prediction_summary, write_record
 
 # Decoded training images are cached in memory up to this size; larger sets are re-read
 # (and re-decoded in parallel) each epoch.
@@ -239,7 +240,8 @@ def fit_phase(
         validation_data=validation_data,
         epochs=phase.epochs,
         callbacks=callbacks or [],
-        verbose=2,
+        # Progress is reported by training_record.EpochRecorder, through logging.
+        verbose=0,
     )
 
 
@@ -380,6 +382,26 @@ def _first_images(file_patterns: list[str], count: int) -> list[bytes]:
     return images
 
 
+def _eval_predictions(
+    model: tf.keras.Model, eval_dataset: tf.data.Dataset, eval_files: list[str]
+) -> dict:
+    """The candidate's predictions on the eval split, summarised for the training record.
+
+    The raw images are read in the same order as ``eval_dataset`` (same files, same
+    deterministic reader, no shuffle), to show the misclassified ones.
+    """
+    probabilities, labels = [], []
+    for images, batch_labels in eval_dataset:
+        probabilities.extend(model(images, training=False).numpy().tolist())
+        labels.extend(int(x) for x in tf.reshape(batch_labels, [-1]).numpy())
+    spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)}
+    raw = [
+        tf.io.parse_single_example(record, spec)[features.IMAGE_KEY][0].numpy()
+        for record in _record_dataset(eval_files)
+    ]
+    return prediction_summary(probabilities, labels, raw)
+
+
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the classifier in up to two phases and exports it to serving_model_dir."""
     settings = settings_from_custom_config(TrainingSettings, fn_args.custom_config)
@@ -408,11 +430,14 @@ def run_fn(fn_args: FnArgs) -> None:
     remove_stale_resume_dirs(state_dir)
     phase1_weights = os.path.join(state_dir, "phase1_done.weights.h5")
 
+    phase_records = []
     for phase in training_phases(settings, pretrained):
         if phase.name == "phase1" and tf.io.gfile.exists(phase1_weights):
             logging.info("Resuming after phase 1 from %s", phase1_weights)
             model.load_weights(phase1_weights)
+            phase_records.append({"name": phase.name, "resumed": True, "epochs": []})
             continue
+        recorder = EpochRecorder(phase.name, phase.epochs, steps_per_epoch)
         history = fit_phase(
             model,
             phase,
@@ -420,11 +445,17 @@ def run_fn(fn_args: FnArgs) -> None:
             train_dataset,
             steps_per_epoch,
             validation_data=eval_dataset,
-            callbacks=_callbacks(
-                settings,
-                os.path.join(fn_args.model_run_dir, phase.name),
-                os.path.join(state_dir, phase.name),
-            ),
+            callbacks=[
+                *_callbacks(
+                    settings,
+                    os.path.join(fn_args.model_run_dir, phase.name),
+                    os.path.join(state_dir, phase.name),
+                ),
+                recorder,
+            ],
+        )
+        phase_records.append(
+            recorder.phase_record(phase.learning_rate, bool(settings.early_stopping_patience))
         )
         logging.info("%s finished: %s", phase.name, {k: v[-1] for k, v in history.history.items()})
         if phase.name == "phase1":
@@ -436,5 +467,22 @@ def run_fn(fn_args: FnArgs) -> None:
         tft_output,
         fn_args.serving_model_dir,
         warmup_images=_first_images(fn_args.eval_files, _WARMUP_IMAGES),
+    )
+    write_record(
+        os.path.dirname(fn_args.serving_model_dir.rstrip("/")),
+        {
+            "phases": phase_records,
+            "train_examples": train_count,
+            "data_fingerprints": {"train": train_fingerprint, "eval": eval_fingerprint},
+            "eval_examples": eval_count,
+            "class_names": [
+                name.decode() if isinstance(name, bytes) else name
+                for name in tft_output.vocabulary_by_name(features.LABEL_VOCABULARY_NAME)
+            ],
+            "image_size": image_size,
+            "pretrained": pretrained,
+            "settings": dataclasses.asdict(settings),
+            "eval_predictions": _eval_predictions(model, eval_dataset, fn_args.eval_files),
+        },
     )
     shutil.rmtree(state_dir, ignore_errors=True)  # Finished: nothing left to resume.

@@ -180,7 +180,7 @@ def test_a_killed_run_is_shown_abandoned_and_does_not_block_the_next(tmp_path, s
         # (ImageExampleGen can finish on the sample within a short grace period, leaving
         # nothing running at the moment of the kill.)
         for line in run.stderr:
-            if "Component Transform is running" in line:
+            if line.rstrip().endswith(" Transform ..."):  # The console's start line.
                 time.sleep(10.0)
                 run.send_signal(signal.SIGKILL)
                 break
