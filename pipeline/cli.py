@@ -3,6 +3,7 @@
     tfx-image-pipeline run [--config FILE] [--FIELD VALUE ...] [--dry-run]
     tfx-image-pipeline compile --container-image IMAGE [--output spec.yaml|job.json] [--dry-run]
     tfx-image-pipeline inspect [--output-dir DIR] [--last N] [--json]
+    tfx-image-pipeline inspect report [RUN_ID] [--output-dir DIR]   # the run's HTML report
     tfx-image-pipeline defaults > my-config.yaml   # every field, documented, at its default
     tfx-image-pipeline export-data --out DIR [--split train|test|all] [--per-class N]
     tfx-image-pipeline serve ... / predict ...     (the serving package's own options)
@@ -57,6 +58,7 @@ examples:
   {PROG} run --epochs 5 --beam-preset multi-process --beam-num-workers 2
   {PROG} run --config configs/local.yaml --output-dir /tmp/run1
   {PROG} inspect --output-dir /tmp/run1
+  {PROG} inspect report --output-dir /tmp/run1  # HTML report of the latest run
   {PROG} compile --config configs/kubeflow.yaml --container-image IMAGE --output pipeline.yaml
   {PROG} compile --config configs/kubeflow.yaml --container-image IMAGE --output vertex.json
   {PROG} export-data --out /tmp/fmnist --split all
@@ -272,6 +274,8 @@ def _inspect(args: argparse.Namespace) -> int:
     if unknown:
         mismatch = describe_mismatch(config.metadata_path, config.pipeline_root, unknown)
     run_ids = list_run_ids(store)
+    if args.view == "report":
+        return _inspect_report(config, run_ids, args.report_run_id or args.run_id)
     if args.run_id:
         if args.run_id not in run_ids:
             raise _UsageError(f"--run-id: no run {args.run_id!r}; runs: {', '.join(run_ids)}")
@@ -317,6 +321,22 @@ def _inspect(args: argparse.Namespace) -> int:
         )
         latest = "  <- served (latest)" if v is versions[-1] else ""
         print(f"  version {v.version}  {v.modified_utc} UTC  {origin}{latest}")
+    return EXIT_OK
+
+
+def _inspect_report(config: PipelineConfig, run_ids: list[str], run_id: str | None) -> int:
+    """Writes the HTML report of ``run_id`` (default: the latest run) and prints its path."""
+    from pipeline.report import write_report
+
+    if not run_ids:
+        raise _CommandFailedError(f"the store {config.metadata_path} holds no runs")
+    run_id = run_id or run_ids[-1]
+    if run_id not in run_ids:
+        raise _UsageError(f"report: no run {run_id!r}; runs: {', '.join(run_ids)}")
+    path = write_report(config, run_id)
+    if path is None:
+        raise _CommandFailedError(f"the report of run {run_id} could not be written")
+    print(path)
     return EXIT_OK
 
 
@@ -489,6 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect", help=_HELP["inspect"], description=_HELP["inspect"], allow_abbrev=False
+    )
+    inspect.add_argument(
+        "view",
+        nargs="?",
+        choices=("report",),
+        help="report: write the run's HTML report (also of a run that failed part-way) and "
+        "print its path.",
+    )
+    inspect.add_argument(
+        "report_run_id", nargs="?", metavar="RUN_ID", help="The run to report on (default: latest)."
     )
     inspect.add_argument("--run-id", help="Show only this run (default: every run).")
     inspect.add_argument("--last", type=int, metavar="N", help="Show only the last N runs.")

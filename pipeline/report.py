@@ -558,8 +558,8 @@ def push_section(facts: RunFacts) -> str | None:
             )
     elif any(c.component_id == "Pusher" for c in summary.components):
         parts.append("<p>Not pushed.</p>")
-    rows = [[c.component_id, c.state, round(c.seconds, 1)] for c in summary.components]
-    rows.append(["total", "", round(sum(c.seconds for c in summary.components), 1)])
+    rows = [[c.component_id, c.state, f"{c.seconds:.1f}"] for c in summary.components]
+    rows.append(["total", "", f"{sum(c.seconds for c in summary.components):.1f}"])
     parts.append(table(["component", "state", "seconds"], rows))
     return "\n".join(parts)
 

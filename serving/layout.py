@@ -178,9 +178,10 @@ def _same_file(first: str, second: str, chunk: int = 1 << 20) -> bool:
                 return True
 
 
-def same_tree(first: str, second: str) -> bool:
-    """Whether two folders hold the same relative file paths with byte-identical contents."""
-    files = list(walk_files(first))
-    if files != list(walk_files(second)):
+def same_tree(first: str, second: str, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether two folders hold the same relative file paths with byte-identical contents,
+    leaving out the relative paths in ``ignore``."""
+    files = [f for f in walk_files(first) if f not in ignore]
+    if files != [f for f in walk_files(second) if f not in ignore]:
         return False
     return all(_same_file(os.path.join(str(first), f), os.path.join(str(second), f)) for f in files)

@@ -12,6 +12,7 @@ Two changes to TFX's own executor, both before it runs:
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -19,8 +20,10 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx import types
 from tfx.components.evaluator import executor as tfx_evaluator_executor
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import path_utils, proto_utils
+
+from components import evaluation_results
 
 ACCURACY_FLOOR_KEY = "accuracy_floor"
 MAX_ACCURACY_DROP_KEY = "max_accuracy_drop"
@@ -28,6 +31,8 @@ MAX_ACCURACY_DROP_KEY = "max_accuracy_drop"
 RUNTIME_SETTINGS: dict[str, type] = {ACCURACY_FLOOR_KEY: float, MAX_ACCURACY_DROP_KEY: float}
 # The metric the gate applies to (TFMA's class name in the EvalConfig).
 GATED_METRIC_CLASS = "SparseCategoricalAccuracy"
+# Written into the blessing artifact: what the Pusher's model card says of the evaluation.
+EVALUATION_SUMMARY_FILE = "evaluation_summary.json"
 
 
 def accuracy_threshold(floor: float, max_drop: float) -> tfma.MetricThreshold:
@@ -93,3 +98,53 @@ class Executor(tfx_evaluator_executor.Executor):
             set_accuracy_thresholds(eval_config, floor, max_drop)
         )
         super().Do(input_dict, output_dict, exec_properties)
+        write_evaluation_summary(
+            input_dict, output_dict, floor, max_drop, baseline_version=served_version(baselines)
+        )
+
+
+def served_version(baselines: list[types.Artifact]) -> int:
+    """The served version number a baseline artifact stands for (0: none served)."""
+    for baseline in baselines:
+        if baseline.has_custom_property("served_version"):
+            return int(baseline.get_int_custom_property("served_version"))
+    return 0
+
+
+def write_evaluation_summary(
+    input_dict: dict[str, list[types.Artifact]],
+    output_dict: dict[str, list[types.Artifact]],
+    floor: float,
+    max_drop: float,
+    baseline_version: int,
+) -> str:
+    """Writes the candidate's and the baseline's metrics, per-class metrics, the thresholds
+    and the decision as ``evaluation_summary.json`` into the blessing artifact (which the
+    Pusher gets); returns its path."""
+    from trainer_module.training_record import read_record
+
+    evaluation = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.EVALUATION_KEY]
+    )
+    blessing = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.BLESSING_KEY]
+    )
+    model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+    record = read_record(model.uri) or {}
+    class_names = record.get("class_names", [])
+    entries = evaluation_results.load_confusion_entries(evaluation.uri)
+    document = {
+        "blessed": bool(blessing.get_int_custom_property("blessed")),
+        "accuracy_floor": float(floor),
+        "max_accuracy_drop": float(max_drop),
+        "baseline_version": baseline_version,
+        "metrics": evaluation_results.load_overall_metrics(evaluation.uri),
+        "baseline_metrics": evaluation_results.load_overall_metrics(evaluation.uri, baseline=True),
+        "per_class": evaluation_results.per_class_from_confusion(entries, class_names)
+        if entries and class_names
+        else {},
+    }
+    path = os.path.join(blessing.uri, EVALUATION_SUMMARY_FILE)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(document, indent=1))
+    return path

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
+import tensorflow as tf
 from tfx import types
 from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.versioned_pusher import layout
+from components.versioned_pusher import layout, model_card
 
 KEEP_VERSIONS_KEY = "keep_versions"
 SERVER_BASE_PATH_KEY = "models_config_base_path"
@@ -48,11 +50,27 @@ class Executor(tfx_pusher_executor.Executor):
             or {}
         )
 
+        try:
+            training, evaluation = _card_inputs(input_dict)
+        except (OSError, ValueError, tf.errors.OpError) as err:  # The card never stops a push.
+            logging.warning("model card inputs unreadable (%s): the card says less", err)
+            training, evaluation = None, None
+
+        def card(version: int) -> dict[str, str]:
+            name = os.path.basename(model_dir.rstrip("/"))
+            return {
+                model_card.CARD_PATH: model_card.build_model_card(
+                    name, version, training, evaluation
+                )
+            }
+
         result = layout.push(
             self.GetModelPath(input_dict),
             model_dir,
             keep=int(custom_config.get(KEEP_VERSIONS_KEY, 5)),
             base_path_in_server=custom_config.get(SERVER_BASE_PATH_KEY, ""),
+            extra_files=card,
+            extra_file_names=(model_card.CARD_PATH,),
         )
         if result.published:
             logging.info("Model published to %s", result.destination)
@@ -68,3 +86,23 @@ class Executor(tfx_pusher_executor.Executor):
         self._MarkPushed(
             pushed_model, pushed_destination=result.destination, pushed_version=str(result.version)
         )
+
+
+def _card_inputs(
+    input_dict: dict[str, list[types.Artifact]],
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The Trainer's training record (in the model artifact) and the Evaluator's summary
+    (in its blessing artifact), what the model card is made of; None where absent."""
+    from components.evaluator.executor import EVALUATION_SUMMARY_FILE
+    from trainer_module.training_record import read_record
+
+    model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+    training = read_record(model.uri)
+    evaluation = None
+    blessings = input_dict.get(standard_component_specs.MODEL_BLESSING_KEY) or []
+    if blessings:
+        path = os.path.join(blessings[0].uri, EVALUATION_SUMMARY_FILE)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                evaluation = json.loads(f.read())
+    return training, evaluation

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -47,6 +47,22 @@ _TEMP_PREFIXES = (STAGING_PREFIX, RETIRED_PREFIX, _CONFIG_TEMP_PREFIX)
 # Without a lock (object stores), leftovers are only swept once this old.
 _UNLOCKED_STALE_SECONDS = 3600
 DEFAULT_LOCK_TIMEOUT_SECONDS = 600.0
+
+# Version number -> {path relative to the version: text}: files added to a version before it
+# is published (the model card), so they appear with it, whole.
+ExtraFiles = Callable[[int], dict[str, str]]
+
+
+def _write_text(path: str, text: str) -> None:
+    if layout.is_remote(path):
+        gfile = layout._gfile()
+        gfile.makedirs(os.path.dirname(path))
+        with gfile.GFile(path, "w") as f:
+            f.write(text)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 @dataclasses.dataclass
@@ -145,14 +161,21 @@ def sweep_stale(folder: str, locked: bool) -> list[str]:
     return removed
 
 
-def publish_version(saved_model_dir: str, model_dir: str, max_attempts: int = 100) -> int:
+def publish_version(
+    saved_model_dir: str,
+    model_dir: str,
+    max_attempts: int = 100,
+    extra_files: ExtraFiles | None = None,
+) -> int:
     """Copies ``saved_model_dir`` to ``model_dir/<next integer version>`` atomically.
 
     The next version is one more than the highest integer name, complete version or not,
     so a folder someone left without a SavedModel never blocks a push. If another pusher takes
     that number first, the rename fails and the next number is tried, up to
     ``max_attempts`` times. The staging copy is always removed, also when the copy fails
-    (a full disk). Returns the published version.
+    (a full disk). ``extra_files`` are written into the staging copy for the version number
+    about to be tried, so they are there the moment the version appears. Returns the
+    published version.
     """
     if not layout.has_saved_model(saved_model_dir):
         raise FileNotFoundError(f"{saved_model_dir} holds no saved_model.pb")
@@ -175,6 +198,8 @@ def publish_version(saved_model_dir: str, model_dir: str, max_attempts: int = 10
             taken = [layout.version_number(name) for name in layout.list_dir(model_dir)]
             version = max((n for n in taken if n is not None), default=0) + 1
             target = os.path.join(model_dir, str(version))
+            for relative, text in (extra_files(version) if extra_files else {}).items():
+                _write_text(os.path.join(staging, relative), text)
             try:
                 _rename(staging, target)
             except Exception as err:  # noqa: BLE001 - OSError, or tf OpError on object stores
@@ -245,6 +270,8 @@ def push(
     keep: int,
     base_path_in_server: str = "",
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+    extra_files: ExtraFiles | None = None,
+    extra_file_names: tuple[str, ...] = (),
 ) -> PushResult:
     """One whole push of ``saved_model_dir`` into ``model_dir`` (SERVING_ROOT/MODEL_NAME).
 
@@ -252,7 +279,9 @@ def push(
     model as the next version unless it is byte-identical to the newest one (then nothing
     is published: a re-run with nothing changed must not push a copy and push a real
     rollback version out of the ``keep`` window), prunes to ``keep`` versions and rewrites
-    ``models.config``. Concurrent pushes wait for each other.
+    ``models.config``. Concurrent pushes wait for each other. ``extra_files`` (named
+    ``extra_file_names``, which the byte-identical check ignores: a card differs in its date)
+    are added to a published version, see ``publish_version``.
     """
     model_dir = model_dir.rstrip("/")
     serving_root = os.path.dirname(model_dir)
@@ -273,14 +302,17 @@ def push(
                 ", ".join(not_versions),
             )
         newest = max(versions) if versions else None
-        if newest is not None and layout.same_tree(saved_model_dir, versions[newest]):
+        if newest is not None and layout.same_tree(
+            saved_model_dir, versions[newest], ignore=extra_file_names
+        ):
             version, published = newest, False
             logger.info(
                 "Model is byte-identical to the newest version %s: nothing published",
                 versions[newest],
             )
         else:
-            version, published = publish_version(saved_model_dir, model_dir), True
+            version = publish_version(saved_model_dir, model_dir, extra_files=extra_files)
+            published = True
         removed = prune_versions(model_dir, keep)
         config_path = write_models_config(serving_root, base_path_in_server)
     return PushResult(
