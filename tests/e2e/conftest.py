@@ -122,3 +122,35 @@ def pushed_model(pipeline_runs: PipelineRuns) -> PushedModel:
     versions = pipeline_runs.version_dirs
     assert len(versions) == 1, f"expected one pushed version, found {versions}"
     return PushedModel(pipeline_runs.serving_dir, pipeline_runs.model_name, versions[0])
+
+
+CHROMIUM_INSTALL_TIMEOUT_SECONDS = 600
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless-capable ``chromium``, installed with apt-get where it is missing
+    (about 30 s); fails, never skips, where it cannot be had."""
+    import shutil
+
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.fail("chromium is missing and cannot be installed here (needs root and apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    for command in (install, ["apt-get", "update", "-qq"], install):
+        result = subprocess.run(
+            command,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CHROMIUM_INSTALL_TIMEOUT_SECONDS,
+        )
+        if command is install and result.returncode == 0:
+            break
+    found = shutil.which("chromium")
+    if not found:
+        pytest.fail(f"apt-get install chromium failed:\n{result.stderr[-3000:]}")
+    return found

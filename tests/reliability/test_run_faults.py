@@ -195,6 +195,12 @@ def test_a_killed_run_is_shown_abandoned_and_does_not_block_the_next(tmp_path, s
     # Whichever component the kill caught is shown abandoned; none is left RUNNING.
     assert "ABANDONED" in states.values(), states
     assert "RUNNING" not in states.values(), states
+    # The report of a run that stopped part-way shows what exists: the data it ingested.
+    report = _cli("inspect", "report", f"--output-dir={out}")
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = Path(report.stdout.strip().splitlines()[-1]).read_text()
+    assert "<h2>Data</h2>" in text and "<h2>Lineage</h2>" in text
+    assert "<h2>Evaluation</h2>" not in text
     # The kernel released the dead run's lock: the next run is not refused.
     from pipeline.config import load_config
     from pipeline.local import run_lock_holder
