@@ -36,8 +36,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTION = "Fashion-MNIST 60k through the pipeline"
 TARGET_ACCURACY = 0.93
 _TEST_BATCH = 250
-# One line per epoch from Keras fit(verbose=2) in the Trainer's log.
-_EPOCH_LINE = re.compile(r"val_accuracy: ([0-9.]+) - ([0-9]+)s/epoch")
+# One line per epoch in the run's log (trainer_module.training_record.EpochRecorder).
+_EPOCH_LINE = re.compile(r"eval accuracy ([0-9.]+) \(([0-9.]+) s\)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +146,9 @@ def test_accuracy(saved_model_dir: str, test_root: Path) -> tuple[float, int, fl
 def epoch_history(log_path: Path) -> list[tuple[int, float]]:
     """(seconds, eval accuracy) of every training epoch, both phases, from a run's log."""
     text = log_path.read_text(errors="replace")
-    return [(int(seconds), float(accuracy)) for accuracy, seconds in _EPOCH_LINE.findall(text)]
+    return [
+        (int(float(seconds)), float(accuracy)) for accuracy, seconds in _EPOCH_LINE.findall(text)
+    ]
 
 
 def run_candidate(candidate: Candidate, data: Path, work: Path) -> dict[str, Any]:
