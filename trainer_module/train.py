@@ -26,13 +26,19 @@ from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec
 from trainer_module.export import export_serving_model
 from trainer_module.models import build_backbone, build_classifier, set_backbone_trainable
 from trainer_module.settings import TrainingSettings, settings_from_custom_config
-from trainer_module.training_record import EpochRecorder, prediction_summary, write_record
+from trainer_module.training_record import (
+    EpochRecorder,
+    misclassified_indices,
+    prediction_summary,
+    write_record,
+)
 
 # Decoded training images are cached in memory up to this size; larger sets are re-read
 # (and re-decoded in parallel) each epoch.
 _MAX_CACHE_BYTES = 2 * 1024**3
 _PARSE_BATCH = 256
 _WARMUP_IMAGES = 8
+_THUMBNAIL_PX = 96  # misclassified eval images in the training record, at most this size
 
 # What Keras optimizers take as a learning rate: a number, or a schedule of the step count.
 LearningRate = float | tf.keras.optimizers.schedules.LearningRateSchedule
@@ -388,18 +394,28 @@ def _eval_predictions(
     """The candidate's predictions on the eval split, summarised for the training record.
 
     The raw images are read in the same order as ``eval_dataset`` (same files, same
-    deterministic reader, no shuffle), to show the misclassified ones.
+    deterministic reader, no shuffle); only the misclassified ones shown are kept, as
+    thumbnails of at most ``_THUMBNAIL_PX`` (PNG).
     """
     probabilities, labels = [], []
     for images, batch_labels in eval_dataset:
         probabilities.extend(model(images, training=False).numpy().tolist())
         labels.extend(int(x) for x in tf.reshape(batch_labels, [-1]).numpy())
+    wanted = set(misclassified_indices(probabilities, labels))
     spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)}
-    raw = [
-        tf.io.parse_single_example(record, spec)[features.IMAGE_KEY][0].numpy()
-        for record in _record_dataset(eval_files)
-    ]
-    return prediction_summary(probabilities, labels, raw)
+    thumbnails = {}
+    for index, record in enumerate(_record_dataset(eval_files)):
+        if not wanted - set(thumbnails):
+            break
+        if index in wanted:
+            encoded = tf.io.parse_single_example(record, spec)[features.IMAGE_KEY][0]
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            if max(image.shape[0], image.shape[1]) > _THUMBNAIL_PX:
+                image = tf.image.resize(
+                    image, [_THUMBNAIL_PX, _THUMBNAIL_PX], preserve_aspect_ratio=True
+                )
+            thumbnails[index] = tf.io.encode_png(tf.cast(image, tf.uint8)).numpy()
+    return prediction_summary(probabilities, labels, thumbnails)
 
 
 def run_fn(fn_args: FnArgs) -> None:

@@ -121,13 +121,24 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         }
 
 
+def misclassified_indices(probabilities: list[list[float]], labels: list[int]) -> list[int]:
+    """Positions of the first ``MAX_MISCLASSIFIED`` wrongly predicted examples."""
+    wrong = [
+        i
+        for i, (row, label) in enumerate(zip(probabilities, labels))
+        if max(range(len(row)), key=row.__getitem__) != label
+    ]
+    return wrong[:MAX_MISCLASSIFIED]
+
+
 def prediction_summary(
-    probabilities: list[list[float]], labels: list[int], images: list[bytes]
+    probabilities: list[list[float]], labels: list[int], images: dict[int, bytes]
 ) -> dict[str, Any]:
     """The reliability table and the misclassified images of predictions on the eval split.
 
     Reliability: the eval images binned by top-1 confidence, with each bin's count, mean
-    confidence and accuracy (a calibrated model has them equal).
+    confidence and accuracy (a calibrated model has them equal). ``images``: the (small,
+    PNG) images of the misclassified examples by position (``misclassified_indices``).
     """
     bins = [{"count": 0, "confidence": 0.0, "correct": 0} for _ in range(RELIABILITY_BINS)]
     misclassified = []
@@ -138,7 +149,7 @@ def prediction_summary(
         bin_["count"] += 1
         bin_["confidence"] += confidence
         bin_["correct"] += int(predicted == label)
-        if predicted != label and len(misclassified) < MAX_MISCLASSIFIED and index < len(images):
+        if predicted != label and len(misclassified) < MAX_MISCLASSIFIED and index in images:
             misclassified.append(
                 {
                     "label": int(label),
@@ -162,7 +173,9 @@ def prediction_summary(
         "reliability": reliability,
         "misclassified": misclassified,
         "misclassified_total": sum(
-            1 for row, label in zip(probabilities, labels) if max(row) != row[label]
+            1
+            for row, label in zip(probabilities, labels)
+            if max(range(len(row)), key=row.__getitem__) != label
         ),
     }
 

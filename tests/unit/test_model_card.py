@@ -97,7 +97,10 @@ def test_card_is_in_the_version_and_a_repush_of_the_same_model_stays_unchanged(t
 def test_prediction_summary_bins_confidence_and_keeps_the_mistakes():
     probabilities = [[0.95, 0.05], [0.3, 0.7], [0.55, 0.45], [0.1, 0.9]]
     labels = [0, 0, 0, 1]
-    summary = prediction_summary(probabilities, labels, [b"a", b"b", b"c", b"d"])
+    from trainer_module.training_record import misclassified_indices
+
+    assert misclassified_indices(probabilities, labels) == [1]
+    summary = prediction_summary(probabilities, labels, {1: b"b"})
     assert summary["misclassified_total"] == 1
     [mistake] = summary["misclassified"]
     assert (mistake["label"], mistake["predicted"], mistake["confidence"]) == (0, 1, 0.7)
