@@ -6,6 +6,10 @@ the model card), by the run summary and by the run report.
 
 from __future__ import annotations
 
+# The Evaluator's name of overall accuracy (TFMA names SparseCategoricalAccuracy this way):
+# the metric the gate applies to.
+ACCURACY_METRIC = "sparse_categorical_accuracy"
+
 
 def load_overall_metrics(evaluation_uri: str, baseline: bool = False) -> dict[str, float]:
     """Overall-slice metrics of the candidate (or, with ``baseline``, of the baseline) model

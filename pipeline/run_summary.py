@@ -11,14 +11,12 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.evaluation_results import (  # noqa: F401 - also read from here
+    ACCURACY_METRIC,
     load_confusion_entries,
     load_overall_metrics,
     per_class_from_confusion,
 )
 
-# The Evaluator's name of overall accuracy (TFMA names SparseCategoricalAccuracy this way):
-# the metric the gate applies to.
-ACCURACY_METRIC = "sparse_categorical_accuracy"
 _RUN_CONTEXT_TYPE = "pipeline_run"
 _NODE_CONTEXT_TYPE = "node"
 

@@ -16,9 +16,12 @@ import datetime
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-CARD_PATH = "assets.extra/model_card.md"
+from components.evaluation_results import ACCURACY_METRIC
+from serving.layout import WARMUP_DIR
+
+# Beside the warm-up requests, in the folder TF Serving reads nothing else from.
+CARD_PATH = f"{WARMUP_DIR}/model_card.md"
 _PACKAGES = ("tfx", "tensorflow", "tensorflow-model-analysis", "tensorflow-transform")
-_ACCURACY = "sparse_categorical_accuracy"
 
 
 def _version(name: str) -> str:
@@ -129,8 +132,8 @@ def build_model_card(
     if evaluation.get("baseline_version") and baseline:
         lines.append(
             f"- Baseline: served version {evaluation['baseline_version']}, accuracy "
-            f"{_number(baseline.get(_ACCURACY))}; this model "
-            f"{_number(metrics.get(_ACCURACY))}."
+            f"{_number(baseline.get(ACCURACY_METRIC))}; this model "
+            f"{_number(metrics.get(ACCURACY_METRIC))}."
         )
     else:
         lines.append("- Baseline: none (nothing was served before this model).")
