@@ -13,6 +13,7 @@ travels with the model without changing what is served.
 from __future__ import annotations
 
 import datetime
+import math
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -33,6 +34,18 @@ def _version(name: str) -> str:
 
 def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _precision_line(evaluation: dict[str, Any]) -> str:
+    metrics = evaluation.get("metrics", {})
+    accuracy, count = metrics.get(ACCURACY_METRIC), metrics.get("example_count")
+    if accuracy is None or not count:
+        return "- Small eval sets give coarse figures; this one's size is not recorded."
+    error = 100 * math.sqrt(accuracy * (1 - accuracy) / count)
+    return (
+        f"- Small eval sets give coarse figures: on {count:g} eval images, accuracy has a "
+        f"standard error of about {error:.1f} points."
+    )
 
 
 def build_model_card(
@@ -74,7 +87,7 @@ def build_model_card(
         "probabilities do not say 'unknown'. Check the confidence and the calibration below.",
         "- Measured only on the eval split below; accuracy on other data (other cameras, "
         "lighting, sources) is not known.",
-        "- Small eval sets give coarse figures: 100 images give about +-5 points of accuracy.",
+        _precision_line(evaluation),
         "",
         "## Data",
         "",
