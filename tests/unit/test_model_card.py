@@ -56,6 +56,7 @@ def test_card_holds_use_data_training_metrics_baseline_and_versions():
     assert "- Decision: blessed." in card
     assert "phase1: 3 of 3 epochs at learning rate 0.001; best eval accuracy 0.8500" in card
     assert "2026-01-02 03:04 UTC" in card and "tensorflow " in card
+    assert "on 20 eval images, accuracy has a standard error of about 8.0 points" in card
 
 
 def test_card_of_a_model_without_records_says_what_is_unknown():
