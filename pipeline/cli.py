@@ -333,9 +333,18 @@ def _inspect_report(config: PipelineConfig, run_ids: list[str], run_id: str | No
     run_id = run_id or run_ids[-1]
     if run_id not in run_ids:
         raise _UsageError(f"report: no run {run_id!r}; runs: {', '.join(run_ids)}")
-    path = write_report(config, run_id)
+    from pipeline.local import log_dir, stderr_to
+
+    # TensorFlow's and TFMA's noise while the run's artifacts are read goes to a log file.
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    log_path = log_dir(config) / f"inspect-report-{stamp}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with stderr_to(log_path):
+        path = write_report(config, run_id)
     if path is None:
-        raise _CommandFailedError(f"the report of run {run_id} could not be written")
+        raise _CommandFailedError(
+            f"the report of run {run_id} could not be written; the reason is in {log_path}"
+        )
     print(path)
     return EXIT_OK
 

@@ -57,7 +57,7 @@ def _absl_logs_info() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stderr_to(path: Path) -> Iterator[TextIO]:
+def stderr_to(path: Path) -> Iterator[TextIO]:
     """Points file descriptor 2 at ``path`` (appending) for the run; yields the console.
 
     TensorFlow's C++ logging, Beam's worker processes and every library that writes to
@@ -109,7 +109,7 @@ def _run_logging(
     to_file.setFormatter(logging.Formatter(_LOG_FORMAT))
     with contextlib.ExitStack() as stack:
         stack.enter_context(_absl_logs_info())
-        console = sys.stderr if verbose else stack.enter_context(_stderr_to(path))
+        console = sys.stderr if verbose else stack.enter_context(stderr_to(path))
         to_console = ConsoleHandler(console, figure=figure, verbose=verbose)
         to_console.addFilter(lambda record: record.name != _TRACEBACK_LOGGER)
         root = logging.getLogger()
