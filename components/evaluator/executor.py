@@ -13,6 +13,7 @@ Two changes to TFX's own executor, both before it runs:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -24,6 +25,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
 from components import evaluation_results
+
+logger = logging.getLogger(__name__)
 
 ACCURACY_FLOOR_KEY = "accuracy_floor"
 MAX_ACCURACY_DROP_KEY = "max_accuracy_drop"
@@ -98,9 +101,12 @@ class Executor(tfx_evaluator_executor.Executor):
             set_accuracy_thresholds(eval_config, floor, max_drop)
         )
         super().Do(input_dict, output_dict, exec_properties)
-        write_evaluation_summary(
-            input_dict, output_dict, floor, max_drop, baseline_version=served_version(baselines)
-        )
+        try:
+            write_evaluation_summary(
+                input_dict, output_dict, floor, max_drop, served_version(baselines)
+            )
+        except Exception as err:  # noqa: BLE001 - the blessing stands; only the card says less
+            logger.warning("evaluation summary not written (%s: %s)", type(err).__name__, err)
 
 
 def served_version(baselines: list[types.Artifact]) -> int:
