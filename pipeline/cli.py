@@ -1,6 +1,6 @@
 """``tfx-image-pipeline``: the project's one command-line front door.
 
-    tfx-image-pipeline run [--config FILE] [--FIELD VALUE ...] [--dry-run]
+    tfx-image-pipeline run [--config FILE] [--FIELD VALUE ...] [--dry-run] [--verbose]
     tfx-image-pipeline compile --container-image IMAGE [--output spec.yaml|job.json] [--dry-run]
     tfx-image-pipeline inspect [--output-dir DIR] [--last N] [--json]
     tfx-image-pipeline inspect report [RUN_ID] [--output-dir DIR]   # the run's HTML report
