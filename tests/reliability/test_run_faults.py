@@ -56,7 +56,20 @@ def failed_run(tmp_path_factory, sample_dir) -> Path:
     assert result.returncode == 1, result.stderr[-3000:]
     assert (out / "metadata.sqlite").is_file()
     assert list((out / "pipeline_root" / "ImageExampleGen").glob("*/[0-9]*"))
+    (root / "console.txt").write_text(result.stderr)
     return out
+
+
+def test_a_failed_run_ends_with_its_component_reason_log_and_report(failed_run):
+    console = (failed_run.parent / "console.txt").read_text()
+    last = console.strip().splitlines()[-1]
+    assert "component ImageExampleGen failed" in last
+    assert "ImageIngestionError: " in last
+    [log] = (failed_run / "logs").glob("*.log")
+    assert f"log: {log}" in last
+    [report] = (failed_run / "reports").glob("*.html")
+    assert last.endswith(f"report: {report}")
+    assert "ImageExampleGen" in report.read_text()
 
 
 @pytest.fixture
