@@ -625,6 +625,22 @@ def _outputs(store, pipeline_name: str, run_id: str) -> dict[str, dict[str, list
     return outputs
 
 
+def _failed_ingestion_report(config: PipelineConfig, summary: Any) -> str | None:
+    """The ingestion report a failed ImageExampleGen kept beside its (deleted) output."""
+    failed = [
+        c for c in summary.components if c.component_id == "ImageExampleGen" and c.state == "FAILED"
+    ]
+    if not failed or "://" in config.pipeline_root:
+        return None
+    from components.image_example_gen.executor import failed_report_path
+
+    examples_uri = os.path.join(
+        config.pipeline_root, "ImageExampleGen", "examples", str(failed[0].execution_id)
+    )
+    path = failed_report_path(examples_uri)
+    return path if os.path.isfile(path) else None
+
+
 def collect_facts(config: PipelineConfig, run_id: str, log_path: str | None = None) -> RunFacts:
     """Reads everything the report shows of run ``run_id`` (whatever of it exists)."""
     import tensorflow as tf
@@ -645,12 +661,13 @@ def collect_facts(config: PipelineConfig, run_id: str, log_path: str | None = No
         outputs=_outputs(store, config.pipeline_name, run_id),
         problems=list(summary.problems),
     )
-    if summary.ingestion_report:
+    ingestion_report = summary.ingestion_report or _failed_ingestion_report(config, summary)
+    if ingestion_report:
         try:
-            with tf.io.gfile.GFile(summary.ingestion_report) as f:
+            with tf.io.gfile.GFile(ingestion_report) as f:
                 facts.ingestion = json.load(f)
         except Exception as err:  # noqa: BLE001 - a deleted artifact leaves the section out
-            facts.problems.append(f"ingestion report {summary.ingestion_report}: {err}")
+            facts.problems.append(f"ingestion report {ingestion_report}: {err}")
     if summary.model_uri:
         try:
             facts.training = read_record(summary.model_uri)

@@ -69,7 +69,8 @@ def test_a_failed_run_ends_with_its_component_reason_log_and_report(failed_run):
     assert f"log: {log}" in last
     [report] = (failed_run / "reports").glob("*.html")
     assert last.endswith(f"report: {report}")
-    assert "ImageExampleGen" in report.read_text()
+    # What the failed ImageExampleGen kept (its ingestion report) is in the run's report.
+    assert "<h2>Data</h2>" in report.read_text() and "not_an_image" in report.read_text()
 
 
 @pytest.fixture
