@@ -309,7 +309,7 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 def rows_as_csv(rows: list[dict[str, Any]], top_k: int, has_labels: bool) -> str:
-    """CSV text: path, [label,] model_version, class_1, probability_1, ... class_k, probability_k."""
+    """CSV text: path, [label,] model_version, then class_i, probability_i for i in 1..k."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["path", *(["label"] if has_labels else []), "model_version"]
@@ -465,8 +465,6 @@ def run_infer(args: argparse.Namespace) -> int:
     except (InferError, ConfigError, ImageFolderError) as err:
         print(f"infer: {err}", file=sys.stderr)
         return 2
-    print(
-        f"{result.predicted} images predicted by version {result.model_version}: {result.output}"
-    )
+    print(f"{result.predicted} images predicted by version {result.model_version}: {result.output}")
     print(f"{result.skipped} files skipped (path, reason, detail): {result.skipped_output}")
     return 0

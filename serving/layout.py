@@ -32,7 +32,7 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 # Where TF Serving looks for warmup requests inside a version folder.
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
-MAX_VERSION = 2**63 - 1
+MAX_VERSION = 2**63 - 1  # TF Serving keeps version numbers as int64.
 # Other runtimes' copies of version N lie in MODEL_NAME/EXPORTS_DIR/N/: a name TF Serving
 # never takes for a version (it is not numeric), so the version scanners skip it.
 EXPORTS_DIR = "exports"
@@ -44,7 +44,7 @@ EXPORT_FILES = {
     "onnx": "model.onnx",
 }
 EXPORT_LABELS_FILE = "labels.txt"  # class names, one per line: line i is class id i
-EXPORT_REPORT_FILE = "export_report.json"  # accuracies, agreement and the gate's reasons  # TF Serving keeps version numbers as int64.
+EXPORT_REPORT_FILE = "export_report.json"  # accuracies, agreement and the gate's reasons
 
 _VERSION_NAME = re.compile(r"[0-9]+")
 

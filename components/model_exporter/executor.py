@@ -78,7 +78,9 @@ class Executor(base_executor.BaseExecutor):
         for export in report["exports"]:
             output.set_float_custom_property(f"accuracy_{export['kind']}", export["accuracy"])
             if export["pushed"]:
-                logger.info("ModelExporter: %s passed (accuracy %.4f)", export["kind"], export["accuracy"])
+                logger.info(
+                    "ModelExporter: %s passed (accuracy %.4f)", export["kind"], export["accuracy"]
+                )
             else:
                 logger.warning("ModelExporter: refused %s", export["reason"])
         output.set_string_custom_property(
