@@ -33,7 +33,7 @@ import tensorflow_transform as tft
 from serving.layout import EXPORT_FILES, EXPORT_LABELS_FILE, EXPORT_REPORT_FILE
 from trainer_module import features
 from trainer_module.backbone_specs import BackboneSpec
-from trainer_module.image_ops import normalize
+from trainer_module.image_ops import decode_and_resize, normalize
 
 EXPORT_KINDS = tuple(EXPORT_FILES)
 EXPORT_INPUT = "image"
@@ -54,6 +54,22 @@ def pixels_from_normalized(images: tf.Tensor, spec: BackboneSpec) -> tf.Tensor:
     if spec.bgr:
         pixels = pixels[..., ::-1]
     return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
+
+
+def pixels_from_encoded(
+    encoded: list[bytes], image_size: int, resize_mode: str = "stretch"
+) -> np.ndarray:
+    """The exports' input for encoded images: what a caller does before calling an export.
+
+    Decodes and resizes each image as the Transform graph does (``decode_and_resize``) and
+    rounds to uint8 RGB [batch, size, size, 3].
+    """
+    return np.stack(
+        [
+            tf.cast(tf.round(decode_and_resize(data, image_size, resize_mode)), tf.uint8).numpy()
+            for data in encoded
+        ]
+    )
 
 
 class PixelModel(tf.Module):

@@ -24,7 +24,8 @@ class ModelExports(types.Artifact):
     """A folder of exports that passed the accuracy gate, ``labels.txt`` and
     ``export_report.json`` (every export's accuracy, the refused ones with their reason)."""
 
-    TYPE_NAME = "ModelExports"
+    # "<namespace>.<Name>": the form KFP v2 schema titles take (custom types compile so).
+    TYPE_NAME = "imagepipeline.ModelExports"
 
 
 class ModelExporterSpec(types.ComponentSpec):
