@@ -124,6 +124,39 @@ def convert(kind: str, model: PixelModel, representative: Representative | None 
     return converter.convert()
 
 
+def with_metadata(tflite_model: bytes, class_names: list[str]) -> bytes:
+    """``tflite_model`` with TFLite image-classifier metadata: input, output and labels.
+
+    ``labels.txt`` is packed into the model (the TFLite Task Library's ImageClassifier reads
+    it from there). The input's normalization options are mean 0, std 1: the model takes raw
+    pixels and normalizes them itself.
+    """
+    import tempfile
+
+    # The metadata writers only: tflite_support's package __init__ imports the Task Library,
+    # whose pybind types clash with TensorFlow's in one process.
+    from tensorflow_lite_support.metadata.python.metadata_writers import image_classifier
+
+    with tempfile.TemporaryDirectory() as folder:  # the writer reads a local file by name
+        labels_path = os.path.join(folder, EXPORT_LABELS_FILE)
+        with open(labels_path, "w") as f:
+            f.write("".join(f"{name}\n" for name in class_names))
+        writer = image_classifier.MetadataWriter.create_for_inference(
+            tflite_model, [0.0], [1.0], [labels_path]
+        )
+        return writer.populate()
+
+
+def packed_labels(tflite_path: str) -> list[str]:
+    """The class names packed into a .tflite file's metadata."""
+    from tensorflow_lite_support.metadata.python import metadata
+
+    with open(tflite_path, "rb") as f:
+        displayer = metadata.MetadataDisplayer.with_model_buffer(f.read())
+    [name] = displayer.get_packed_associated_file_list()
+    return displayer.get_associated_file_buffer(name).decode().splitlines()
+
+
 class ExportRuntime:
     """One export loaded in its own runtime: ``predict(uint8 pixels) -> probabilities``."""
 
@@ -292,11 +325,20 @@ def export_and_gate(
         representative = representative_dataset(train_patterns, images, representative_images)
     refused_dir = os.path.join(output_dir, "refused")
     tf.io.gfile.makedirs(refused_dir)
+    class_names = [
+        name.decode() if isinstance(name, bytes) else name
+        for name in tft_output.vocabulary_by_name(features.LABEL_VOCABULARY_NAME)
+    ]
+    with tf.io.gfile.GFile(os.path.join(output_dir, EXPORT_LABELS_FILE), "w") as f:
+        f.write("".join(f"{name}\n" for name in class_names))
     paths: dict[str, str] = {}
     for kind in kinds:
         path = os.path.join(refused_dir, EXPORT_FILES[kind])
+        exported = convert(kind, model, representative)
+        if kind != "onnx":
+            exported = with_metadata(exported, class_names)
         with tf.io.gfile.GFile(path, "wb") as f:
-            f.write(convert(kind, model, representative))
+            f.write(exported)
         paths[kind] = path
     runtimes = {kind: load_runtime(kind, path) for kind, path in paths.items()}
     saved_accuracy, results, count = evaluate_on_examples(
@@ -314,12 +356,6 @@ def export_and_gate(
         exports.append(
             ExportResult(kind, EXPORT_FILES[kind], size_bytes, accuracy, agreement, passed, reason)
         )
-    class_names = [
-        name.decode() if isinstance(name, bytes) else name
-        for name in tft_output.vocabulary_by_name(features.LABEL_VOCABULARY_NAME)
-    ]
-    with tf.io.gfile.GFile(os.path.join(output_dir, EXPORT_LABELS_FILE), "w") as f:
-        f.write("".join(f"{name}\n" for name in class_names))
     report = {
         "saved_model_accuracy": saved_accuracy,
         "eval_examples": count,

@@ -38,6 +38,10 @@ def test_exports_are_published_beside_version_1(pipeline_runs, pushed_model):
             assert "max_export_accuracy_drop" in export["reason"]
     labels = (exports / layout.EXPORT_LABELS_FILE).read_text().splitlines()
     assert len(labels) == 10 and "ankle_boot" in labels
+    from trainer_module.model_exports import packed_labels
+
+    for name in passed - {layout.EXPORT_FILES["onnx"]}:
+        assert packed_labels(str(exports / name)) == labels, name  # TFLite metadata
     # TF Serving's rule (a version is an integer folder) leaves exports/ alone.
     assert layout.list_versions(str(pipeline_runs.model_dir)) == [1]
 
