@@ -166,3 +166,28 @@ def test_multi_process_beam_gives_the_in_process_predictions(served_model, image
         outputs[preset] = output.read_text()
     assert outputs["in-process"] == outputs["multi-process"]
     assert len(outputs["in-process"].splitlines()) == 7
+
+
+def test_tfrecord_input_reads_examples_and_reports_bad_records(served_model, holdout_dir, tmp_path):
+    import tensorflow as tf
+
+    def example(image: bytes, label: bytes) -> bytes:
+        feature = {
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+            "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label])),
+        }
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    records = tmp_path / "in" / "images.tfrecord"
+    records.parent.mkdir()
+    pngs = sorted((holdout_dir / "sandal").glob("*.png"))[:3]
+    with tf.io.TFRecordWriter(str(records)) as writer:
+        for png in pngs:
+            writer.write(example(png.read_bytes(), b"sandal"))
+        writer.write(example(b"\x89PNG\r\n\x1a\nbroken", b"sandal"))
+    output = tmp_path / "p.jsonl"
+    result = batch_infer.run_inference(str(served_model), str(records.parent), str(output))
+    rows = _rows(output)
+    assert [r["path"] for r in rows] == [f"images.tfrecord#{i}" for i in range(3)]
+    assert {r["label"] for r in rows} == {"sandal"}
+    assert [s["path"] for s in _rows(Path(result.skipped_output))] == ["images.tfrecord#3"]
