@@ -69,7 +69,12 @@ def _disk_and_accuracy(args, saved_model_dir, exports_dir, images, names):
     import tensorflow as tf
 
     from trainer_module import features
-    from trainer_module.model_exports import load_runtime, pixels_from_encoded, read_report
+    from trainer_module.model_exports import (
+        as_export_input,
+        load_runtime,
+        pixels_from_encoded,
+        read_report,
+    )
 
     report = read_report(str(exports_dir))
     size = int(report["image_size"])
@@ -101,7 +106,7 @@ def _disk_and_accuracy(args, saved_model_dir, exports_dir, images, names):
         if not path.exists():
             continue
         runtimes[kind] = load_runtime(kind, str(path))
-        predicted = np.argmax(runtimes[kind].predict(pixels), axis=-1)
+        predicted = np.argmax(runtimes[kind].predict(as_export_input(pixels, kind)), axis=-1)
         rows.append(
             (
                 kind,
@@ -128,8 +133,11 @@ def _latency(args, runtimes, serve, encoded, pixels):
             }
         ),
     }
+    from trainer_module.model_exports import as_export_input
+
     for kind, runtime in runtimes.items():
-        calls[kind] = lambda i, r=runtime: r.predict(pixels[i % len(pixels) : i % len(pixels) + 1])
+        inputs = as_export_input(pixels, kind)
+        calls[kind] = lambda i, r=runtime, x=inputs: r.predict(x[i % len(x) : i % len(x) + 1])
     timings: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():
         for i in range(args.warmup):

@@ -51,6 +51,7 @@ from components.image_example_gen.formats.manifest import (
     manifest_relative_path,
 )
 from components.image_example_gen.formats.tfrecord import is_tfrecord_name
+from components.image_example_gen.image_check import check_image
 from components.image_example_gen.image_files import ImageFile, ImageFolderError, Listing
 from components.image_example_gen.options import DEFAULT_MAX_IMAGE_PIXELS, IngestOptions
 from components.image_example_gen.report import Facts, SkippedInputError
@@ -207,8 +208,6 @@ class _ReadAndCheckFn(beam.DoFn):
         plan = self._plan
         context = ReadContext(plan.root, plan.options, plan.state)
         fmt = FORMATS[plan.data_format]
-        from components.image_example_gen.image_check import check_image
-
         for items, facts in fmt.read(json.loads(unit), context):
             checked: list[tuple[Item, bytes]] = []
             for item in items:

@@ -2,16 +2,20 @@
 
 Every export has one caller contract, the same for each runtime:
 
-- input ``image``: uint8 RGB pixels [batch, SIZE, SIZE, 3], already decoded and resized to
+- input ``image``: RGB pixels in 0..255 [batch, SIZE, SIZE, 3], already decoded and resized to
   the model's square size the way the Transform graph does it (``image_ops.decode_and_resize``:
-  bilinear ``stretch`` or aspect-keeping ``pad``, as trained), rounded to integers;
+  bilinear ``stretch`` or aspect-keeping ``pad``, as trained; ``pixels_from_encoded``). float32
+  for tflite_fp32, tflite_fp16 and onnx, which then give the SavedModel's answers; uint8
+  (rounded) for tflite_int8, as TFLite Model Maker's quantized models take. Rounding alone
+  moves a model's top-1 on some images (5 in 100 on the 96 px e2e model, whose 28 px inputs
+  are upsampled into sub-integer detail), which is why the float exports take floats;
 - output ``probabilities``: float32 [batch, num_classes]; class id i is line i of
   ``labels.txt`` (the tf.Transform vocabulary the model was trained with).
 
 The backbone's normalization runs inside the export; decoding and resizing do not (TFLite
 has no image decoder among its builtin ops, and the resize would tie the file to one input
 size). The int8 model is fully integer inside (``TFLITE_BUILTINS_INT8``) with uint8 input
-and float output, as TFLite Model Maker's image classifier takes pixels; its calibration
+and float output, as TFLite Model Maker's quantized image classifiers; its calibration
 (representative) set is training images through the Transform graph.
 
 Exports are built from the Trainer's SavedModel (the restored Keras model inside it), so they
@@ -42,18 +46,28 @@ ONNX_OPSET = 17
 DEFAULT_REPRESENTATIVE_IMAGES = 300
 _RECORD_BATCH = 64
 
+# Each export's input dtype (module docstring).
+EXPORT_INPUT_DTYPES = {kind: np.float32 for kind in EXPORT_KINDS} | {"tflite_int8": np.uint8}
 # A representative dataset: a callable that yields [uint8 batch-of-one pixels] lists.
 Representative = Callable[[], Iterable[list[np.ndarray]]]
 
 
 def pixels_from_normalized(images: tf.Tensor, spec: BackboneSpec) -> tf.Tensor:
-    """Inverts ``image_ops.normalize``: the Transform graph's output back to uint8 RGB pixels."""
+    """Inverts ``image_ops.normalize``: the Transform graph's output back to float32 RGB pixels
+    in 0..255 (not rounded)."""
     mean = tf.constant(list(spec.input_mean), tf.float32)
     std = tf.constant(list(spec.input_std), tf.float32)
     pixels = images * std + mean
     if spec.bgr:
         pixels = pixels[..., ::-1]
-    return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
+    return tf.clip_by_value(pixels, 0.0, 255.0)
+
+
+def as_export_input(pixels: np.ndarray, kind: str) -> np.ndarray:
+    """float32 pixels in 0..255 as export ``kind`` takes them (rounded to uint8 for int8)."""
+    if EXPORT_INPUT_DTYPES[kind] == np.uint8:
+        return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    return pixels.astype(np.float32, copy=False)
 
 
 def pixels_from_encoded(
@@ -61,19 +75,17 @@ def pixels_from_encoded(
 ) -> np.ndarray:
     """The exports' input for encoded images: what a caller does before calling an export.
 
-    Decodes and resizes each image as the Transform graph does (``decode_and_resize``) and
-    rounds to uint8 RGB [batch, size, size, 3].
+    Decodes and resizes each image as the Transform graph does (``decode_and_resize``):
+    float32 RGB in 0..255 [batch, size, size, 3]; ``as_export_input`` rounds them for int8.
     """
-    return np.stack(
-        [
-            tf.cast(tf.round(decode_and_resize(data, image_size, resize_mode)), tf.uint8).numpy()
-            for data in encoded
-        ]
-    )
+    return np.stack([decode_and_resize(data, image_size, resize_mode).numpy() for data in encoded])
 
 
 class PixelModel(tf.Module):
-    """The Trainer's model behind the export contract: uint8 pixels -> probabilities."""
+    """The Trainer's model behind the export contract: pixels -> probabilities.
+
+    ``classify_pixels`` takes float32 pixels, ``classify_uint8`` uint8 ones (for int8).
+    """
 
     def __init__(self, saved_model_dir: str, spec: BackboneSpec, image_size: int):
         super().__init__()
@@ -81,11 +93,18 @@ class PixelModel(tf.Module):
         self.classifier = self.serving.model  # The Keras model the serving module holds.
         self.image_size = image_size
         self._spec = spec
+        shape = [None, image_size, image_size, 3]
         self.classify_pixels = tf.function(
-            self._classify,
-            input_signature=[
-                tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name=EXPORT_INPUT)
-            ],
+            self._classify, input_signature=[tf.TensorSpec(shape, tf.float32, name=EXPORT_INPUT)]
+        )
+        self.classify_uint8 = tf.function(
+            self._classify, input_signature=[tf.TensorSpec(shape, tf.uint8, name=EXPORT_INPUT)]
+        )
+
+    def function_for(self, kind: str) -> tf.types.experimental.GenericFunction:
+        """The function export ``kind`` is converted from (its input dtype)."""
+        return (
+            self.classify_uint8 if EXPORT_INPUT_DTYPES[kind] == np.uint8 else self.classify_pixels
         )
 
     def _classify(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -99,16 +118,17 @@ def convert(kind: str, model: PixelModel, representative: Representative | None 
     if kind == "onnx":
         import tf2onnx  # Heavy, and only needed here.
 
+        function = model.function_for(kind)
         proto, _ = tf2onnx.convert.from_function(
-            model.classify_pixels,
-            input_signature=model.classify_pixels.input_signature,
+            function,
+            input_signature=function.input_signature,
             opset=ONNX_OPSET,
         )
         return proto.SerializeToString()
     if kind not in EXPORT_KINDS:
         raise ValueError(f"exports: unknown export {kind!r}; choose from {', '.join(EXPORT_KINDS)}")
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [model.classify_pixels.get_concrete_function()], model
+        [model.function_for(kind).get_concrete_function()], model
     )
     if kind == "tflite_fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -158,10 +178,11 @@ def packed_labels(tflite_path: str) -> list[str]:
 
 
 class ExportRuntime:
-    """One export loaded in its own runtime: ``predict(uint8 pixels) -> probabilities``."""
+    """One export loaded in its own runtime: ``predict(pixels) -> probabilities``."""
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Probabilities [batch, classes] for uint8 pixels [batch, size, size, 3]."""
+        """Probabilities [batch, classes] for pixels [batch, size, size, 3] of the export's
+        input dtype (``as_export_input``)."""
         raise NotImplementedError
 
 
@@ -211,7 +232,7 @@ def _record_batches(file_patterns: list[str], limit: int | None = None) -> Itera
 
 
 class TransformedImages:
-    """Raw tf.Example batches -> uint8 pixels through the Transform graph, and label ids."""
+    """Raw tf.Example batches -> float32 pixels through the Transform graph, and label ids."""
 
     def __init__(self, tft_output: tft.TFTransformOutput, spec: BackboneSpec):
         raw_spec = tft_output.raw_feature_spec()
@@ -229,7 +250,11 @@ def representative_dataset(
     train_patterns: list[str], images: TransformedImages, count: int
 ) -> Representative:
     """The int8 calibration set: the first ``count`` training images through the Transform graph."""
-    pixels = [p for batch in _record_batches(train_patterns, count) for p in images(batch)[0]]
+    pixels = [
+        as_export_input(p, "tflite_int8")
+        for batch in _record_batches(train_patterns, count)
+        for p in images(batch)[0]
+    ]
 
     def generate() -> Iterator[list[np.ndarray]]:
         for image in pixels:
@@ -285,7 +310,7 @@ def evaluate_on_examples(
         saved_correct += int(np.sum(saved == labels))
         count += len(labels)
         for kind, runtime in runtimes.items():
-            predicted = np.argmax(runtime.predict(pixels), axis=-1)
+            predicted = np.argmax(runtime.predict(as_export_input(pixels, kind)), axis=-1)
             correct[kind] += int(np.sum(predicted == labels))
             agree[kind] += int(np.sum(predicted == saved))
     if not count:
@@ -361,7 +386,8 @@ def export_and_gate(
         "eval_examples": count,
         "max_export_accuracy_drop": max_accuracy_drop,
         "image_size": size,
-        "input": f"{EXPORT_INPUT}: uint8 RGB [batch, {size}, {size}, 3], decoded and resized",
+        "input": f"{EXPORT_INPUT}: RGB 0..255 [batch, {size}, {size}, 3], decoded and resized "
+        "(float32; uint8 for tflite_int8)",
         "output": f"{EXPORT_OUTPUT}: float32 [batch, {len(class_names)}]",
         "exports": [dataclasses.asdict(e) for e in exports],
     }

@@ -61,7 +61,7 @@ def test_each_export_agrees_with_the_saved_model_on_holdout_images(
     import tensorflow as tf
 
     from trainer_module import features
-    from trainer_module.model_exports import load_runtime, pixels_from_encoded
+    from trainer_module.model_exports import as_export_input, load_runtime, pixels_from_encoded
 
     encoded = [p.read_bytes() for p in sorted(holdout_dir.glob("*/*.png"))]
     serve = tf.saved_model.load(str(pushed_model.version_dir)).signatures[
@@ -76,7 +76,8 @@ def test_each_export_agrees_with_the_saved_model_on_holdout_images(
     agreement = {}
     for kind, name in layout.EXPORT_FILES.items():
         path = made / name if (made / name).exists() else made / "refused" / name
-        predicted = np.argmax(load_runtime(kind, str(path)).predict(pixels), axis=-1)
+        runtime = load_runtime(kind, str(path))
+        predicted = np.argmax(runtime.predict(as_export_input(pixels, kind)), axis=-1)
         agreement[kind] = float(np.mean(predicted == saved))
     assert all(a >= MIN_AGREEMENT for a in agreement.values()), agreement
 
