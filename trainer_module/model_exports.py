@@ -171,10 +171,14 @@ def packed_labels(tflite_path: str) -> list[str]:
     """The class names packed into a .tflite file's metadata."""
     from tensorflow_lite_support.metadata.python import metadata
 
-    with open(tflite_path, "rb") as f:
-        displayer = metadata.MetadataDisplayer.with_model_buffer(f.read())
+    displayer = metadata.MetadataDisplayer.with_model_buffer(_read(tflite_path))
     [name] = displayer.get_packed_associated_file_list()
     return displayer.get_associated_file_buffer(name).decode().splitlines()
+
+
+def _read(path: str) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
 
 
 class ExportRuntime:
@@ -190,7 +194,8 @@ class TFLiteRuntime(ExportRuntime):
     """A .tflite file in ``tf.lite.Interpreter``, one image per invoke (as on a device)."""
 
     def __init__(self, path: str, num_threads: int | None = None):
-        self._interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+        # Read through tf.io.gfile: the exporter's output may be on gs:// (Kubeflow, Vertex).
+        self._interpreter = tf.lite.Interpreter(model_content=_read(path), num_threads=num_threads)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
@@ -210,7 +215,9 @@ class OnnxRuntime(ExportRuntime):
     def __init__(self, path: str):
         import onnxruntime  # Only where ONNX is used.
 
-        self._session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self._session = onnxruntime.InferenceSession(
+            _read(path), providers=["CPUExecutionProvider"]
+        )
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return self._session.run([EXPORT_OUTPUT], {EXPORT_INPUT: pixels})[0]
