@@ -8,11 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
 
 from components.image_example_gen import report
 from pipeline import batch_infer, cli
 from pipeline.config import resolve_beam_args
 from tests.tiny_model import save_tiny_model
+from trainer_module import features
 
 NUM_CLASSES = 4
 FAVOURITE = 2
@@ -23,6 +25,44 @@ def served_model(tmp_path_factory) -> Path:
     """SERVING_DIR/MODEL with version 7 of a tiny classifier that favours class_2."""
     model_dir = tmp_path_factory.mktemp("serving") / "tiny"
     save_tiny_model(model_dir / "7", NUM_CLASSES, FAVOURITE)
+    return model_dir
+
+
+class _BrightnessClassifier(tf.Module):
+    """classification: class probabilities that depend on each image's brightness, so rows
+    matched to the wrong image would show."""
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT_KEY)]
+    )
+    def classify(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.io.parse_example(
+            inputs, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+        )[features.IMAGE_KEY]
+        brightness = tf.map_fn(
+            lambda png: tf.reduce_mean(tf.cast(tf.io.decode_png(png, channels=1), tf.float32)),
+            images,
+            fn_output_signature=tf.float32,
+        )
+        logits = brightness[:, None] / 20.0 * tf.constant([[1.0, -1.0, 0.5, -0.5]])
+        scores = tf.nn.softmax(logits)
+        names = tf.constant([f"class_{i}" for i in range(NUM_CLASSES)])
+        return {
+            features.CLASSIFY_CLASSES_OUTPUT: tf.tile(names[None], [tf.shape(scores)[0], 1]),
+            features.CLASSIFY_SCORES_OUTPUT: scores,
+        }
+
+
+@pytest.fixture(scope="module")
+def brightness_model(tmp_path_factory) -> Path:
+    """SERVING_DIR/MODEL with version 1 of a classifier whose answers differ per image."""
+    model_dir = tmp_path_factory.mktemp("serving") / "brightness"
+    module = _BrightnessClassifier()
+    tf.saved_model.save(
+        module,
+        str(model_dir / "1"),
+        signatures={features.CLASSIFY_SIGNATURE: module.classify.get_concrete_function()},
+    )
     return model_dir
 
 
@@ -152,12 +192,14 @@ def test_bad_arguments_are_usage_errors_naming_the_flag(
 
 
 @pytest.mark.slow
-def test_multi_process_beam_gives_the_in_process_predictions(served_model, image_folder, tmp_path):
+def test_multi_process_beam_gives_the_in_process_predictions(
+    brightness_model, image_folder, tmp_path
+):
     outputs = {}
     for preset in ("in-process", "multi-process"):
         output = tmp_path / f"{preset}.jsonl"
         batch_infer.run_inference(
-            str(served_model),
+            str(brightness_model),
             str(image_folder),
             str(output),
             beam_args=resolve_beam_args([], preset, 2),
@@ -165,7 +207,10 @@ def test_multi_process_beam_gives_the_in_process_predictions(served_model, image
         )
         outputs[preset] = output.read_text()
     assert outputs["in-process"] == outputs["multi-process"]
-    assert len(outputs["in-process"].splitlines()) == 7
+    rows = [json.loads(line) for line in outputs["in-process"].splitlines()]
+    assert len(rows) == 7
+    # The answers differ image by image, so the comparison pairs each row with its image.
+    assert len({tuple(r["probabilities"]) for r in rows}) == len(rows)
 
 
 def test_tfrecord_input_reads_examples_and_reports_bad_records(served_model, holdout_dir, tmp_path):
