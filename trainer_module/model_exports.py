@@ -383,7 +383,7 @@ def export_and_gate(
         path = paths[kind]
         if passed:
             path = os.path.join(output_dir, EXPORT_FILES[kind])
-            tf.io.gfile.rename(paths[kind], path)
+            tf.io.gfile.rename(paths[kind], path, overwrite=True)
         size_bytes = int(tf.io.gfile.stat(path).length)
         exports.append(
             ExportResult(kind, EXPORT_FILES[kind], size_bytes, accuracy, agreement, passed, reason)

@@ -14,7 +14,14 @@ from tests.e2e.conftest import E2E_IMAGE_SIZE
 
 pytestmark = pytest.mark.slow
 
+# Float exports must give the SavedModel's answer on 95% of the holdout images (they give it
+# on all: same weights, same float input). int8 quantizes every activation to 256 levels: on
+# this 96 px model of upsampled 28 px images it agreed on 92 of 100 (97 of 104 eval images)
+# while its accuracy was one point higher than the SavedModel's. It must agree on 90% and
+# lose no more accuracy than the gate allows.
 MIN_AGREEMENT = 0.95
+MIN_INT8_AGREEMENT = 0.90
+MAX_INT8_ACCURACY_DROP = 0.01
 
 
 def _first_artifact(output_dir: Path, component: str, name: str) -> Path:
@@ -63,7 +70,8 @@ def test_each_export_agrees_with_the_saved_model_on_holdout_images(
     from trainer_module import features
     from trainer_module.model_exports import as_export_input, load_runtime, pixels_from_encoded
 
-    encoded = [p.read_bytes() for p in sorted(holdout_dir.glob("*/*.png"))]
+    paths = sorted(holdout_dir.glob("*/*.png"))
+    encoded = [p.read_bytes() for p in paths]
     serve = tf.saved_model.load(str(pushed_model.version_dir)).signatures[
         features.SERVING_SIGNATURE
     ]
@@ -73,13 +81,19 @@ def test_each_export_agrees_with_the_saved_model_on_holdout_images(
     pixels = pixels_from_encoded(encoded, E2E_IMAGE_SIZE)
     # Every export the exporter made, refused ones included (they lie in refused/).
     made = _first_artifact(pipeline_runs.output_dir, "ModelExporter", "model_exports")
-    agreement = {}
+    names = (made / layout.EXPORT_LABELS_FILE).read_text().splitlines()
+    truth = np.array([names.index(p.parent.name) for p in paths])
+    agreement, accuracy = {}, {"SavedModel": float(np.mean(saved == truth))}
     for kind, name in layout.EXPORT_FILES.items():
         path = made / name if (made / name).exists() else made / "refused" / name
         runtime = load_runtime(kind, str(path))
         predicted = np.argmax(runtime.predict(as_export_input(pixels, kind)), axis=-1)
         agreement[kind] = float(np.mean(predicted == saved))
-    assert all(a >= MIN_AGREEMENT for a in agreement.values()), agreement
+        accuracy[kind] = float(np.mean(predicted == truth))
+    for kind, value in agreement.items():
+        floor = MIN_INT8_AGREEMENT if kind == "tflite_int8" else MIN_AGREEMENT
+        assert value >= floor, (kind, agreement, accuracy)
+    assert accuracy["tflite_int8"] >= accuracy["SavedModel"] - MAX_INT8_ACCURACY_DROP, accuracy
 
 
 def test_int8_from_a_nonsense_representative_set_is_refused_with_its_reason(
