@@ -15,8 +15,9 @@ and every other file is listed with the same reasons as in an ingestion report:
 - TFRECORDS: a TFRecord file or a folder of them, tf.train.Examples with the image and the
   label feature (``--image-feature``, ``--label-feature``), as the pipeline reads them.
 
-The model is the served SavedModel's own graph (its ``classification`` signature: raw bytes
-in, every class's probability out), loaded once per Beam worker. Rows: ``path``, ``label``
+The model is the served SavedModel's own graph (``serving_default``: encoded bytes in,
+probabilities out; the class names from its ``classification`` signature), loaded once per
+Beam worker. Rows: ``path``, ``label``
 (when the input has one), ``model_version``, ``classes`` and ``probabilities`` (top-k, best
 first). Unreadable files go to ``OUTPUT.skipped.jsonl`` (path, reason, detail). Both files are
 written whole or not at all (temporary file, then rename), sorted by path.
@@ -228,22 +229,34 @@ class _ReadAndCheckFn(beam.DoFn):
 
 
 class _PredictFn(beam.DoFn):
-    """Batches of (path, label, bytes) -> JSON rows from the SavedModel's classify signature."""
+    """Batches of (path, label, bytes) -> JSON rows from the SavedModel's own signatures.
+
+    ``serving_default`` (encoded bytes in) gives the probabilities; the class names are read
+    once per worker from the ``classification`` signature, which lists every class.
+    """
 
     def __init__(self, saved_model_dir: str, version: int, top_k: int):
         self._saved_model_dir = saved_model_dir
         self._version = version
         self._top_k = top_k
-        self._classify = None
+        self._serve = None
+        self._class_names: list[str] = []
 
     def setup(self) -> None:
         import tensorflow as tf
 
         from trainer_module import features
 
-        self._classify = tf.saved_model.load(self._saved_model_dir).signatures[
-            features.CLASSIFY_SIGNATURE
-        ]
+        signatures = tf.saved_model.load(self._saved_model_dir).signatures
+        self._serve = signatures[features.SERVING_SIGNATURE]
+        probe = tf.train.Example()
+        probe.features.feature[features.IMAGE_KEY].bytes_list.value.append(
+            tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)).numpy()
+        )
+        classes = signatures[features.CLASSIFY_SIGNATURE](
+            **{features.CLASSIFY_INPUT_KEY: tf.constant([probe.SerializeToString()])}
+        )[features.CLASSIFY_CLASSES_OUTPUT]
+        self._class_names = [name.decode() for name in classes.numpy()[0]]
 
     def process(self, batch: list[tuple[str, str, bytes]]) -> Iterator[str]:
         import numpy as np
@@ -251,25 +264,17 @@ class _PredictFn(beam.DoFn):
 
         from trainer_module import features
 
-        examples = []
-        for _, _, data in batch:
-            example = tf.train.Example()
-            example.features.feature[features.IMAGE_KEY].bytes_list.value.append(data)
-            examples.append(example.SerializeToString())
-        outputs = self._classify(
-            **{features.CLASSIFY_INPUT_KEY: tf.constant(examples, dtype=tf.string)}
-        )
-        classes = outputs[features.CLASSIFY_CLASSES_OUTPUT].numpy()
-        scores = outputs[features.CLASSIFY_SCORES_OUTPUT].numpy()
+        images = tf.constant([data for _, _, data in batch], dtype=tf.string)
+        scores = self._serve(**{features.SERVING_INPUT_KEY: images})[
+            features.PROBABILITIES_OUTPUT
+        ].numpy()
         top = np.argsort(-scores, axis=1, kind="stable")[:, : self._top_k]
-        for (path, label, _), row_classes, row_scores, order in zip(
-            batch, classes, scores, top, strict=True
-        ):
+        for (path, label, _), row_scores, order in zip(batch, scores, top, strict=True):
             row: dict[str, Any] = {"path": path}
             if label:
                 row["label"] = label
             row["model_version"] = self._version
-            row["classes"] = [row_classes[i].decode() for i in order]
+            row["classes"] = [self._class_names[i] for i in order]
             row["probabilities"] = [round(float(row_scores[i]), 6) for i in order]
             yield json.dumps(row)
 

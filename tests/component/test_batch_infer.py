@@ -29,8 +29,8 @@ def served_model(tmp_path_factory) -> Path:
 
 
 class _BrightnessClassifier(tf.Module):
-    """classification: class probabilities that depend on each image's brightness, so rows
-    matched to the wrong image would show."""
+    """serving_default and classification: class probabilities that depend on each image's
+    brightness, so rows matched to the wrong image would show."""
 
     @tf.function(
         input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT_KEY)]
@@ -39,18 +39,24 @@ class _BrightnessClassifier(tf.Module):
         images = tf.io.parse_example(
             inputs, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
         )[features.IMAGE_KEY]
+        scores = self.serve(images)[features.PROBABILITIES_OUTPUT]
+        names = tf.constant([f"class_{i}" for i in range(NUM_CLASSES)])
+        return {
+            features.CLASSIFY_CLASSES_OUTPUT: tf.tile(names[None], [tf.shape(scores)[0], 1]),
+            features.CLASSIFY_SCORES_OUTPUT: scores,
+        }
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT_KEY)]
+    )
+    def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         brightness = tf.map_fn(
             lambda png: tf.reduce_mean(tf.cast(tf.io.decode_png(png, channels=1), tf.float32)),
             images,
             fn_output_signature=tf.float32,
         )
         logits = brightness[:, None] / 20.0 * tf.constant([[1.0, -1.0, 0.5, -0.5]])
-        scores = tf.nn.softmax(logits)
-        names = tf.constant([f"class_{i}" for i in range(NUM_CLASSES)])
-        return {
-            features.CLASSIFY_CLASSES_OUTPUT: tf.tile(names[None], [tf.shape(scores)[0], 1]),
-            features.CLASSIFY_SCORES_OUTPUT: scores,
-        }
+        return {features.PROBABILITIES_OUTPUT: tf.nn.softmax(logits)}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +67,10 @@ def brightness_model(tmp_path_factory) -> Path:
     tf.saved_model.save(
         module,
         str(model_dir / "1"),
-        signatures={features.CLASSIFY_SIGNATURE: module.classify.get_concrete_function()},
+        signatures={
+            features.SERVING_SIGNATURE: module.serve.get_concrete_function(),
+            features.CLASSIFY_SIGNATURE: module.classify.get_concrete_function(),
+        },
     )
     return model_dir
 
