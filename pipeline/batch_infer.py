@@ -4,9 +4,10 @@
                              --output predictions.jsonl|.csv [--top-k 3] [--beam-preset ...]
 
 Input is read by ImageExampleGen's own readers (``components.image_example_gen.formats``) and
-checked by its own checks (``image_check.check_image``, then TensorFlow's decoder through
-``ingest.DecodeChecker``), so a file is predicted exactly when the pipeline would ingest it,
-and every other file is listed with the same reasons as in an ingestion report:
+checked by its own checks (``image_check.check_image``, then TensorFlow's decoder in the
+model's own graph, with ``ingest.DecodeChecker`` naming the images of a batch it rejects),
+so a file is predicted exactly when the pipeline would ingest it, and every other file is
+listed with the same reasons as in an ingestion report:
 
 - FOLDER: every image file below it, at any depth (class folders or none; the folder names
   are not used); a folder of TFRecord files is read as TFRECORDS;
@@ -45,7 +46,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.image_example_gen import image_files, report
-from components.image_example_gen.formats import FORMATS, Item, ReadContext
+from components.image_example_gen.formats import FORMATS, ReadContext
 from components.image_example_gen.formats.manifest import (
     _read_header,
     _reader,
@@ -190,42 +191,34 @@ def plan_input(
     )
 
 
-class _ReadAndCheckFn(beam.DoFn):
-    """One work unit -> checked items (path, label, bytes) and skips (path, reason, detail)."""
+SKIPPED = "skipped"  # the tag of (path, reason, detail) outputs
 
-    SKIPPED = "skipped"
+
+class _ReadAndCheckFn(beam.DoFn):
+    """One work unit -> checked items (path, label, bytes) and skips (path, reason, detail).
+
+    ``check_image`` runs here; TensorFlow's decoder runs in ``_PredictFn``, which decodes
+    every image anyway (ExampleGen's DecodeChecker names the culprits of a batch that fails).
+    """
 
     def __init__(self, plan: InferInput):
         # Workers need the root, format, options and state, not the listing.
         self._plan = dataclasses.replace(plan, units=[], listing_skips=[])
-        self._checker = None
-
-    def setup(self) -> None:
-        from components.image_example_gen.ingest import DecodeChecker
-
-        self._checker = DecodeChecker()
 
     def process(self, unit: str) -> Iterator[Any]:
         plan = self._plan
         context = ReadContext(plan.root, plan.options, plan.state)
         fmt = FORMATS[plan.data_format]
         for items, facts in fmt.read(json.loads(unit), context):
-            checked: list[tuple[Item, bytes]] = []
             for item in items:
                 try:
                     image = check_image(item.data, plan.options.max_image_pixels)
                 except SkippedInputError as err:
                     facts.skip(item.image_id, err.reason, err.detail)
                     continue
-                checked.append((item, image.data))
-            rejected = self._checker.rejected([data for _, data in checked])
-            for index, (item, data) in enumerate(checked):
-                if index in rejected:
-                    facts.skip(item.image_id, report.CORRUPT_IMAGE, rejected[index])
-                    continue
-                yield (item.image_id, item.label if plan.has_labels else "", data)
+                yield (item.image_id, item.label if plan.has_labels else "", image.data)
             for skipped in facts.skipped:
-                yield beam.pvalue.TaggedOutput(self.SKIPPED, tuple(skipped))
+                yield beam.pvalue.TaggedOutput(SKIPPED, tuple(skipped))
 
 
 class _PredictFn(beam.DoFn):
@@ -241,6 +234,7 @@ class _PredictFn(beam.DoFn):
         self._top_k = top_k
         self._serve = None
         self._class_names: list[str] = []
+        self._checker = None
 
     def setup(self) -> None:
         import tensorflow as tf
@@ -257,6 +251,9 @@ class _PredictFn(beam.DoFn):
             **{features.CLASSIFY_INPUT_KEY: tf.constant([probe.SerializeToString()])}
         )[features.CLASSIFY_CLASSES_OUTPUT]
         self._class_names = [name.decode() for name in classes.numpy()[0]]
+        from components.image_example_gen.ingest import DecodeChecker
+
+        self._checker = DecodeChecker()
 
     def process(self, batch: list[tuple[str, str, bytes]]) -> Iterator[str]:
         import numpy as np
@@ -264,10 +261,27 @@ class _PredictFn(beam.DoFn):
 
         from trainer_module import features
 
-        images = tf.constant([data for _, _, data in batch], dtype=tf.string)
-        scores = self._serve(**{features.SERVING_INPUT_KEY: images})[
-            features.PROBABILITIES_OUTPUT
-        ].numpy()
+        def predict(images: list[bytes]) -> np.ndarray:
+            return self._serve(
+                **{features.SERVING_INPUT_KEY: tf.constant(images, dtype=tf.string)}
+            )[features.PROBABILITIES_OUTPUT].numpy()
+
+        try:
+            scores = predict([data for _, _, data in batch])
+        except tf.errors.InvalidArgumentError:
+            # An image TensorFlow cannot decode: ExampleGen's checker names it and its error.
+            rejected = self._checker.rejected([data for _, _, data in batch])
+            if not rejected:
+                raise
+            for index in sorted(rejected):
+                path = batch[index][0]
+                yield beam.pvalue.TaggedOutput(
+                    SKIPPED, (path, report.CORRUPT_IMAGE, rejected[index])
+                )
+            batch = [item for index, item in enumerate(batch) if index not in rejected]
+            if not batch:
+                return
+            scores = predict([data for _, _, data in batch])
         top = np.argsort(-scores, axis=1, kind="stable")[:, : self._top_k]
         for (path, label, _), row_scores, order in zip(batch, scores, top, strict=True):
             row: dict[str, Any] = {"path": path}
@@ -360,18 +374,20 @@ def run_inference(
                 pipeline
                 | "Units" >> beam.Create(units, reshuffle=True)
                 | "ReadAndCheck"
-                >> beam.ParDo(_ReadAndCheckFn(plan)).with_outputs(
-                    _ReadAndCheckFn.SKIPPED, main="images"
-                )
+                >> beam.ParDo(_ReadAndCheckFn(plan)).with_outputs(SKIPPED, main="images")
             )
-            (
+            predicted = (
                 read.images
                 | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
-                | "Predict" >> beam.ParDo(_PredictFn(saved_model_dir, version, top_k))
-                | "WriteRows" >> beam.io.WriteToText(rows_prefix)
+                | "Predict"
+                >> beam.ParDo(_PredictFn(saved_model_dir, version, top_k)).with_outputs(
+                    SKIPPED, main="rows"
+                )
             )
+            predicted.rows | "WriteRows" >> beam.io.WriteToText(rows_prefix)
             (
-                read[_ReadAndCheckFn.SKIPPED]
+                (read[SKIPPED], predicted[SKIPPED])
+                | "AllSkips" >> beam.Flatten()
                 | "SkipsAsJson"
                 >> beam.Map(lambda s: json.dumps({"path": s[0], "reason": s[1], "detail": s[2]}))
                 | "WriteSkips" >> beam.io.WriteToText(skipped_prefix)
