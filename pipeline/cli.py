@@ -7,6 +7,7 @@
     tfx-image-pipeline defaults > my-config.yaml   # every field, documented, at its default
     tfx-image-pipeline export-data --out DIR [--split train|test|all] [--per-class N]
     tfx-image-pipeline serve ... / predict ...     (the serving package's own options)
+    tfx-image-pipeline infer --model SERVING_DIR/MODEL --input DIR --output p.jsonl
 
 ``python -m pipeline`` is the same command. Configuration is validated before TensorFlow
 is imported, so a bad value fails in about a second with a message naming the field.
@@ -444,6 +445,10 @@ _HELP = {
     ),
     "serve": "Serve the pushed model (options come from serving.server; see serve --help).",
     "predict": "Send images to a running server (options come from serving.client).",
+    "infer": (
+        "Batch predictions of a pushed model over a folder, manifest or TFRecords, on Beam "
+        "(the pipeline's runner presets): one JSONL/CSV row per image, skipped files listed."
+    ),
 }
 
 _DELEGATED: dict[str, Callable[[list[str]], int]] = {
@@ -453,6 +458,9 @@ _DELEGATED: dict[str, Callable[[list[str]], int]] = {
     ),
     "predict": lambda argv: _serving_command(
         "predict", "serving.client", "add_predict_arguments", "run_predict", argv
+    ),
+    "infer": lambda argv: _serving_command(
+        "infer", "pipeline.batch_infer", "add_infer_arguments", "run_infer", argv
     ),
 }
 

@@ -23,7 +23,7 @@ import yaml
 
 from components.image_example_gen.formats import DATA_FORMATS, preflight
 from components.image_example_gen.options import DEFAULT_MAX_IMAGE_PIXELS, IngestOptions
-from serving.layout import DEFAULT_MODEL_NAME
+from serving.layout import DEFAULT_MODEL_NAME, EXPORT_FILES
 from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
 from trainer_module.settings import (
     LEARNING_RATE_SCHEDULES,
@@ -39,6 +39,8 @@ INFRA_CHECK_SERVERS = ("auto", "tensorflow_model_server", "docker", "local")
 TF_SERVING_IMAGE = "tensorflow/serving:2.16.1"
 
 _Settings = typing.TypeVar("_Settings")
+
+NO_EXPORTS = "none"  # exports: none -> no ModelExporter conversions
 
 IN_PROCESS_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
@@ -218,6 +220,21 @@ class PipelineConfig:
 
     top_k: int = _field(3, "k of the top-k accuracy the Evaluator reports.")
 
+    # --- Exports ---
+    exports: list[str] = _field(
+        list(EXPORT_FILES),
+        "Copies of a blessed model for other runtimes, each evaluated on the eval split in its "
+        "own runtime and published to SERVING_DIR/MODEL_NAME/exports/VERSION/ when within "
+        "MAX_EXPORT_ACCURACY_DROP of the SavedModel: tflite_fp32, tflite_fp16, tflite_int8 "
+        "(full integer, uint8 input), onnx (tf2onnx). 'none' (or an empty YAML list) makes "
+        "none and skips the ModelExporter's conversion time.",
+    )
+    max_export_accuracy_drop: float = _field(
+        0.01,
+        "Largest eval accuracy drop of an export against the SavedModel on the same images "
+        "that still publishes it (0..1).",
+    )
+
     infra_check_timeout: int = _field(
         300,
         "Seconds the infra check waits for the candidate to load in a model server and "
@@ -374,7 +391,13 @@ def _validate(config: PipelineConfig) -> None:
     for name in ("top_k", "keep_versions", "infra_check_timeout"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
-    for name in ("accuracy_floor", "max_accuracy_drop"):
+    unknown_exports = [kind for kind in config.exports if kind not in EXPORT_FILES]
+    if unknown_exports:
+        raise ConfigError(
+            f"exports: unknown {', '.join(unknown_exports)}; choose from "
+            f"{', '.join(EXPORT_FILES)}, or none"
+        )
+    for name in ("accuracy_floor", "max_accuracy_drop", "max_export_accuracy_drop"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name}: must be between 0 and 1, got {value}")
@@ -589,6 +612,8 @@ def load_config(
             + " (`tfx-image-pipeline defaults` lists every field)"
         )
     coerced = {name: _coerce(name, value) for name, value in values.items()}
+    if [kind.lower() for kind in coerced.get("exports", [])] == [NO_EXPORTS]:
+        coerced["exports"] = []
     config = PipelineConfig(**coerced)
 
     output_dir = _absolute(config.output_dir)

@@ -15,6 +15,7 @@ from components.evaluator.executor import RUNTIME_SETTINGS as EVALUATOR_RUNTIME_
 from components.image_example_gen import ImageExampleGen
 from components.image_example_gen.options import IngestOptions
 from components.infra_check import InfraCheck
+from components.model_exporter import ModelExporter
 from components.served_baseline import ServedModelBaseline
 from components.trainer import ImageTrainer
 from components.trainer.executor import RUNTIME_SETTINGS as TRAINER_RUNTIME_SETTINGS
@@ -56,6 +57,7 @@ SERVED_BASELINE = "ServedModelBaseline"
 UNCACHEABLE_COMPONENTS = (SERVED_BASELINE,)
 EVALUATOR = "Evaluator"
 INFRA_CHECK = "InfraCheck"
+MODEL_EXPORTER = "ModelExporter"
 PUSHER = "Pusher"
 
 
@@ -234,6 +236,19 @@ def create_pipeline(
         server=config.infra_check_server,
         image=config.infra_check_image,
     ).with_id(INFRA_CHECK)
+    # TFLite/ONNX copies, converted only once the Evaluator blessed the model, each evaluated
+    # in its own runtime; the Pusher publishes those within max_export_accuracy_drop.
+    exporter = None
+    if config.exports:
+        exporter = ModelExporter(
+            model=trainer.outputs["model"],
+            examples=example_gen.outputs["examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            model_blessing=evaluator.outputs["blessing"],
+            exports=config.exports,
+            backbone=config.backbone,
+            max_export_accuracy_drop=config.max_export_accuracy_drop,
+        ).with_id(MODEL_EXPORTER)
     pusher = VersionedPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
@@ -241,6 +256,7 @@ def create_pipeline(
         keep_versions=config.keep_versions,
         models_config_base_path=config.models_config_base_path,
         infra_blessing=infra_check.outputs["blessing"],
+        model_exports=exporter.outputs["model_exports"] if exporter else None,
     ).with_id(PUSHER)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
@@ -255,6 +271,7 @@ def create_pipeline(
             served_baseline,
             evaluator,
             infra_check,
+            *([exporter] if exporter else []),
             pusher,
         ],
         enable_cache=config.enable_cache,

@@ -535,6 +535,36 @@ def gate_section(facts: RunFacts) -> str | None:
     return "\n".join(parts)
 
 
+@section("Exports")
+def exports_section(facts: RunFacts) -> str | None:
+    """Each TFLite/ONNX export's size, eval accuracy and agreement beside the SavedModel's,
+    and the export gate's verdict (from the ModelExporter's report)."""
+    exports = facts.summary.exports
+    if not exports:
+        return None
+    if exports.get("skipped"):
+        return f"<p>No exports made: {esc(exports['skipped'])}</p>"
+    parts = [
+        f"<p>Evaluated on {esc(exports['eval_examples'])} eval images, each in its own runtime. "
+        f"SavedModel accuracy {exports['saved_model_accuracy']:.4f}; an export more than "
+        f"{esc(exports['max_export_accuracy_drop'])} below it is not pushed.</p>"
+    ]
+    rows = [
+        [
+            e["kind"],
+            f"{e['size_bytes'] / 1e6:.2f}",
+            f"{e['accuracy']:.4f}",
+            f"{e['agreement']:.4f}",
+            "passed" if e["pushed"] else f"REFUSED: {e['reason']}",
+        ]
+        for e in exports["exports"]
+    ]
+    parts.append(table(["export", "MB", "accuracy", "agreement with SavedModel", "gate"], rows))
+    if facts.summary.exports_destination:
+        parts.append(f"<p>Published at <code>{esc(facts.summary.exports_destination)}</code></p>")
+    return "\n".join(parts)
+
+
 @section("Push and wall times")
 def push_section(facts: RunFacts) -> str | None:
     """The pushed version, its path, the models.config entry, and each component's time."""

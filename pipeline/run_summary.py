@@ -75,6 +75,10 @@ class RunSummary:
     max_accuracy_drop: float | None = None
     report_path: str | None = None  # the run's HTML report, once written
     served_version: int | None = None  # what ServedModelBaseline found served (0: nothing)
+    # The ModelExporter's export_report.json: the SavedModel's accuracy and, per export, its
+    # size, accuracy, agreement with the SavedModel, and whether it passed the gate (reason).
+    exports: dict[str, Any] = dataclasses.field(default_factory=dict)
+    exports_destination: str | None = None  # MODEL_DIR/exports/VERSION when published
     # Artifacts MLMD lists that could not be read back (deleted or damaged files), one line each.
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -340,11 +344,47 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
                 summary.baseline_metrics = load_overall_metrics(artifact.uri, baseline=True)
             except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
                 summary.problems.append(_unreadable("eval metrics", artifact.uri, err))
+        elif key == "model_exports":
+            try:
+                summary.exports = load_export_report(artifact.uri)
+            except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
+                summary.problems.append(_unreadable("export report", artifact.uri, err))
         elif key == "pushed_model" and _property(artifact, "pushed"):
             summary.pushed_destination = _property(artifact, "pushed_destination")
             version = _property(artifact, "pushed_version")
             summary.pushed_version = int(version) if version else None
             summary.push_unchanged = bool(_property(artifact, "already_served"))
+            summary.exports_destination = _property(artifact, "exports_destination") or None
+
+
+def load_export_report(exports_uri: str) -> dict[str, Any]:
+    """The ModelExporter's ``export_report.json`` in its output artifact."""
+    import tensorflow as tf
+
+    from serving.layout import EXPORT_REPORT_FILE
+
+    with tf.io.gfile.GFile(os.path.join(exports_uri, EXPORT_REPORT_FILE)) as f:
+        return json.loads(f.read())
+
+
+def format_exports(exports: dict[str, Any]) -> list[str]:
+    """Lines of the summary about the exports: accuracy of each against the SavedModel."""
+    if not exports:
+        return []
+    if exports.get("skipped"):
+        return [f"exports: none made ({exports['skipped']})"]
+    lines = [
+        f"exports (eval accuracy on {exports['eval_examples']} images; SavedModel "
+        f"{exports['saved_model_accuracy']:.4f}; max drop {exports['max_export_accuracy_drop']}):",
+        f"  {'export':<14}{'MB':>8}{'accuracy':>10}{'agreement':>11}  gate",
+    ]
+    for e in exports["exports"]:
+        verdict = "passed" if e["pushed"] else f"REFUSED: {e['reason']}"
+        lines.append(
+            f"  {e['kind']:<14}{e['size_bytes'] / 1e6:>8.2f}{e['accuracy']:>10.4f}"
+            f"{e['agreement']:>11.4f}  {verdict}"
+        )
+    return lines
 
 
 def read_class_names(transform_graph_uri: str) -> list[str]:
@@ -414,11 +454,14 @@ def format_summary(summary: RunSummary) -> str:
         )
         if summary.infra_check_server_reason:
             lines.append(f"infra check server: {summary.infra_check_server_reason}")
+    lines.extend(format_exports(summary.exports))
     unchanged = " (already the newest version, byte-identical: nothing published)"
     lines.append(
         f"pushed to: {summary.pushed_destination or 'not pushed'}"
         + (unchanged if summary.push_unchanged else "")
     )
+    if summary.exports_destination:
+        lines.append(f"exports at: {summary.exports_destination}")
     lines.extend(f"problem: {problem}" for problem in summary.problems)
     if summary.report_path:
         lines.append(f"report: {summary.report_path}")

@@ -5,6 +5,9 @@
       MODEL_NAME/
         1/ saved_model.pb variables/ assets/ assets.extra/tf_serving_warmup_requests
         2/ ...
+        exports/               not a version (not numeric): TF Serving and scan_versions skip it
+          1/ model_fp32.tflite model_fp16.tflite model_int8.tflite model.onnx labels.txt
+             export_report.json
 
 A *version* is a folder whose name is a non-negative int64 written in ASCII digits (as TF
 Serving parses it) holding ``saved_model.pb`` or ``saved_model.pbtxt``. Anything else in a
@@ -30,6 +33,18 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_VERSION = 2**63 - 1  # TF Serving keeps version numbers as int64.
+# Other runtimes' copies of version N lie in MODEL_NAME/EXPORTS_DIR/N/: a name TF Serving
+# never takes for a version (it is not numeric), so the version scanners skip it.
+EXPORTS_DIR = "exports"
+# Export kind -> file name inside an exports folder; the order is the pipeline's default.
+EXPORT_FILES = {
+    "tflite_fp32": "model_fp32.tflite",
+    "tflite_fp16": "model_fp16.tflite",
+    "tflite_int8": "model_int8.tflite",
+    "onnx": "model.onnx",
+}
+EXPORT_LABELS_FILE = "labels.txt"  # class names, one per line: line i is class id i
+EXPORT_REPORT_FILE = "export_report.json"  # accuracies, agreement and the gate's reasons
 
 _VERSION_NAME = re.compile(r"[0-9]+")
 
@@ -106,6 +121,16 @@ def scan_versions(model_dir: str) -> dict[int, str]:
 def list_versions(model_dir: str) -> list[int]:
     """The complete versions under ``model_dir``, ascending."""
     return sorted(scan_versions(model_dir))
+
+
+def exports_root(model_dir: str) -> str:
+    """MODEL_DIR/exports: the folder of every version's exports."""
+    return os.path.join(str(model_dir), EXPORTS_DIR)
+
+
+def exports_path(model_dir: str, version: int) -> str:
+    """MODEL_DIR/exports/VERSION: the exports published beside version ``version``."""
+    return os.path.join(exports_root(model_dir), str(version))
 
 
 def warmup_path(version_dir: str) -> str:

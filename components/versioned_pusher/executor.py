@@ -20,6 +20,9 @@ KEEP_VERSIONS_KEY = "keep_versions"
 SERVER_BASE_PATH_KEY = "models_config_base_path"
 # 1 when the model was already the newest version (byte-identical) and nothing was published.
 ALREADY_SERVED_PROPERTY = "already_served"
+EXPORTS_KEY = "model_exports"
+# MODEL_DIR/exports/VERSION when exports are published beside the version; "" otherwise.
+EXPORTS_DESTINATION_PROPERTY = "exports_destination"
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -64,6 +67,7 @@ class Executor(tfx_pusher_executor.Executor):
                 )
             }
 
+        exports = input_dict.get(EXPORTS_KEY) or []
         result = layout.push(
             self.GetModelPath(input_dict),
             model_dir,
@@ -71,6 +75,16 @@ class Executor(tfx_pusher_executor.Executor):
             base_path_in_server=custom_config.get(SERVER_BASE_PATH_KEY, ""),
             extra_files=card,
             extra_file_names=(model_card.CARD_PATH,),
+            exports_dir=artifact_utils.get_single_instance(exports).uri if exports else None,
+        )
+        if result.exports_destination:
+            logging.info(
+                "Exports at %s (published now: %s)",
+                result.exports_destination,
+                ", ".join(result.exports_published) or "none, already there",
+            )
+        pushed_model.set_string_custom_property(
+            EXPORTS_DESTINATION_PROPERTY, result.exports_destination
         )
         if result.published:
             logging.info("Model published to %s", result.destination)

@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -76,6 +77,9 @@ class PushResult:
     swept: list[str]  # Leftovers of killed pushes that were deleted.
     not_versions: list[str]  # Integer folders without a SavedModel, left in place.
     models_config: str
+    # MODEL_DIR/exports/VERSION when exports were published (or already there), else "".
+    exports_destination: str = ""
+    exports_published: list[str] = dataclasses.field(default_factory=list)  # file names
 
 
 def _rename(source: str, target: str) -> None:
@@ -217,6 +221,62 @@ def publish_version(
         layout.remove_tree(staging)
 
 
+def exports_to_publish(exports_dir: str) -> list[str]:
+    """The files of an exporter output that are published: the exports that passed the
+    gate (top level; refused ones lie in ``refused/``), labels.txt and the report."""
+    names = [*layout.EXPORT_FILES.values(), layout.EXPORT_LABELS_FILE, layout.EXPORT_REPORT_FILE]
+    return [name for name in names if layout.exists(os.path.join(exports_dir, name))]
+
+
+def stage_exports(exports_dir: str, model_dir: str) -> tuple[str, list[str]] | None:
+    """Copies the publishable exports into a hidden staging folder of MODEL_DIR/exports/.
+
+    Returns (staging folder, file names), or None when no export passed the gate. A copy that
+    fails removes the staging folder and raises OSError saying nothing was published.
+    """
+    names = exports_to_publish(exports_dir)
+    if not any(name in names for name in layout.EXPORT_FILES.values()):
+        return None
+    root = layout.exports_root(model_dir)
+    staging = os.path.join(root, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
+    try:
+        if layout.is_remote(root):
+            gfile = layout._gfile()
+            gfile.makedirs(staging)
+            for name in names:
+                gfile.copy(os.path.join(exports_dir, name), os.path.join(staging, name))
+        else:
+            os.makedirs(staging)
+            for name in names:
+                shutil.copyfile(os.path.join(exports_dir, name), os.path.join(staging, name))
+    except OSError as err:
+        layout.remove_tree(staging)
+        raise OSError(
+            err.errno,
+            f"copying the exports {exports_dir} into {root} failed, nothing was published "
+            f"and the partial copy was removed: {err.strerror or err}",
+        ) from err
+    return staging, names
+
+
+def prune_exports(model_dir: str) -> list[int]:
+    """Deletes MODEL_DIR/exports/N for every N that is no longer a version; returns them.
+
+    Renamed out of sight first, as pruned versions are, so nobody reads a half-deleted one.
+    """
+    root = layout.exports_root(model_dir)
+    versions = layout.scan_versions(model_dir)
+    removed = []
+    for number, path in sorted(layout.integer_folders(root).items()):
+        if number in versions:
+            continue
+        retired = os.path.join(root, f"{RETIRED_PREFIX}{number}-{uuid.uuid4().hex}")
+        _rename(path, retired)
+        layout.remove_tree(retired)
+        removed.append(number)
+    return removed
+
+
 def prune_versions(model_dir: str, keep: int) -> list[int]:
     """Deletes all but the newest ``keep`` versions; returns the deleted ones.
 
@@ -272,6 +332,7 @@ def push(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
     extra_files: ExtraFiles | None = None,
     extra_file_names: tuple[str, ...] = (),
+    exports_dir: str | None = None,
 ) -> PushResult:
     """One whole push of ``saved_model_dir`` into ``model_dir`` (SERVING_ROOT/MODEL_NAME).
 
@@ -282,11 +343,20 @@ def push(
     ``models.config``. Concurrent pushes wait for each other. ``extra_files`` (named
     ``extra_file_names``, which the byte-identical check ignores: a card differs in its date)
     are added to a published version, see ``publish_version``.
+
+    ``exports_dir`` (a ModelExporter output) adds the exports that passed its gate as
+    MODEL_DIR/exports/VERSION/, staged before the version is published and renamed into
+    place after it, so both appear whole, and a failed copy of either publishes nothing.
+    Exports of pruned versions are pruned with them.
     """
     model_dir = model_dir.rstrip("/")
     serving_root = os.path.dirname(model_dir)
     with publish_lock(serving_root, lock_timeout) as locked:
-        swept = sweep_stale(model_dir, locked) + sweep_stale(serving_root, locked)
+        swept = (
+            sweep_stale(model_dir, locked)
+            + sweep_stale(serving_root, locked)
+            + sweep_stale(layout.exports_root(model_dir), locked)
+        )
         if swept:
             logger.warning("Removed leftovers of killed pushes: %s", ", ".join(swept))
         versions = layout.scan_versions(model_dir)
@@ -302,18 +372,33 @@ def push(
                 ", ".join(not_versions),
             )
         newest = max(versions) if versions else None
-        if newest is not None and layout.same_tree(
-            saved_model_dir, versions[newest], ignore=extra_file_names
-        ):
-            version, published = newest, False
-            logger.info(
-                "Model is byte-identical to the newest version %s: nothing published",
-                versions[newest],
-            )
-        else:
-            version = publish_version(saved_model_dir, model_dir, extra_files=extra_files)
-            published = True
+        staged = stage_exports(exports_dir, model_dir) if exports_dir else None
+        exports_destination, exports_published = "", []
+        try:
+            if newest is not None and layout.same_tree(
+                saved_model_dir, versions[newest], ignore=extra_file_names
+            ):
+                version, published = newest, False
+                logger.info(
+                    "Model is byte-identical to the newest version %s: nothing published",
+                    versions[newest],
+                )
+            else:
+                version = publish_version(saved_model_dir, model_dir, extra_files=extra_files)
+                published = True
+            if staged is not None:
+                exports_destination = layout.exports_path(model_dir, version)
+                if layout.exists(exports_destination):
+                    # The unchanged model's exports, published by the push that made it.
+                    logger.info("Exports %s already published", exports_destination)
+                else:
+                    _rename(staged[0], exports_destination)
+                    exports_published = staged[1]
+        finally:
+            if staged is not None:
+                layout.remove_tree(staged[0])
         removed = prune_versions(model_dir, keep)
+        prune_exports(model_dir)
         config_path = write_models_config(serving_root, base_path_in_server)
     return PushResult(
         version=version,
@@ -323,4 +408,6 @@ def push(
         swept=swept,
         not_versions=not_versions,
         models_config=config_path,
+        exports_destination=exports_destination,
+        exports_published=exports_published,
     )

@@ -97,6 +97,7 @@ def test_every_task_ran_in_a_container(kfp_runs):
         "ServedModelBaseline",
         "Evaluator",
         "InfraCheck",
+        "ModelExporter",
         "Pusher",
     }
     assert set(kfp_runs["first"]) == spec_tasks
@@ -113,6 +114,9 @@ def test_first_run_is_blessed_and_pushes_version_1(kfp_runs):
     version_dir = kfp_runs["serving_dir"] / MODEL_NAME / "1"
     assert (version_dir / "saved_model.pb").is_file()
     assert (kfp_runs["serving_dir"] / "models.config").is_file()
+    # The ModelExporter's passed exports were published beside version 1.
+    exports = kfp_runs["serving_dir"] / MODEL_NAME / "exports" / "1"
+    assert (exports / "labels.txt").is_file() and list(exports.glob("model_*.tflite"))
 
 
 def test_second_run_is_gated_against_version_1_and_pushes_nothing(kfp_runs):

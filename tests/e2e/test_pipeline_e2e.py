@@ -25,6 +25,7 @@ ALL_COMPONENTS = {
     pipeline_ids.SERVED_BASELINE,
     pipeline_ids.EVALUATOR,
     pipeline_ids.INFRA_CHECK,
+    pipeline_ids.MODEL_EXPORTER,
     pipeline_ids.PUSHER,
 }
 

@@ -28,6 +28,7 @@ _FLAGS = (
     "--accuracy-floor=0",
     "--enable-cache=true",
     "--beam-preset=in-process",
+    "--exports=none",  # conversions are tested on the e2e run; caching is what this tests
 )
 
 

@@ -310,6 +310,7 @@ def test_run_dry_run_prints_config_and_graph(capsys, out_dir):
         pipeline_module.SERVED_BASELINE,
         pipeline_module.EVALUATOR,
         pipeline_module.INFRA_CHECK,
+        pipeline_module.MODEL_EXPORTER,
         pipeline_module.PUSHER,
     }
     assert set(graph) == expected_ids
@@ -319,7 +320,10 @@ def test_run_dry_run_prints_config_and_graph(capsys, out_dir):
         pipeline_module.TRAINER,
         pipeline_module.EVALUATOR,
         pipeline_module.INFRA_CHECK,
+        pipeline_module.MODEL_EXPORTER,
     }
+    # The exporter converts only a blessed model: it comes after the Evaluator.
+    assert pipeline_module.EVALUATOR in graph[pipeline_module.MODEL_EXPORTER]
     # Every component comes after all of its upstream components.
     seen: set[str] = set()
     for component in document["components"]:

@@ -162,3 +162,23 @@ def test_component_settings_are_range_checked_by_their_owner(data_root):
         TrainingSettings(dropout=0.95).validate()
     with pytest.raises(ValueError, match="^image_size: 8 is below the minimum"):
         TransformSettings(image_size=8).validate()
+
+
+def test_exports_default_to_every_kind_and_none_switches_them_off():
+    from serving.layout import EXPORT_FILES
+
+    assert load_config(validate=False).exports == list(EXPORT_FILES)
+    assert load_config(overrides={"exports": "none"}, validate=False).exports == []
+    assert load_config(overrides={"exports": ["onnx"]}, validate=False).exports == ["onnx"]
+
+
+def test_unknown_export_is_a_config_error_naming_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"exports: unknown tflite_int4.*tflite_int8"):
+        load_config(overrides={"exports": "tflite_int4", "output_dir": str(tmp_path)})
+
+
+def test_dry_run_without_exports_has_no_exporter(tmp_path):
+    from pipeline.pipeline import MODEL_EXPORTER, create_pipeline
+
+    config = load_config(overrides={"exports": "none", "output_dir": str(tmp_path)})
+    assert MODEL_EXPORTER not in [c.id for c in create_pipeline(config).components]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.run_summary import per_class_from_confusion
+from pipeline.run_summary import RunSummary, format_summary, per_class_from_confusion
 
 
 def test_precision_recall_f1_per_class():
@@ -68,3 +68,45 @@ def test_a_deleted_evaluation_is_a_problem_line_not_a_crash(tmp_path):
     text = format_summary(summary)
     assert f"problem: {eval_problem}" in text
     assert "/serving/clf/1 (already the newest version, byte-identical" in text
+
+
+def test_summary_lists_each_export_with_its_gate_verdict():
+    refused = "tflite_int8: eval accuracy 0.5000 is 0.3000 below the SavedModel's 0.8000, ..."
+    summary = RunSummary(
+        run_id="r",
+        components=[],
+        exports={
+            "saved_model_accuracy": 0.8,
+            "eval_examples": 100,
+            "max_export_accuracy_drop": 0.01,
+            "exports": [
+                {
+                    "kind": "tflite_fp32",
+                    "size_bytes": 4_000_000,
+                    "accuracy": 0.8,
+                    "agreement": 1.0,
+                    "pushed": True,
+                    "reason": "",
+                },
+                {
+                    "kind": "tflite_int8",
+                    "size_bytes": 1_000_000,
+                    "accuracy": 0.5,
+                    "agreement": 0.6,
+                    "pushed": False,
+                    "reason": refused,
+                },
+            ],
+        },
+        exports_destination="/s/m/exports/3",
+    )
+    text = format_summary(summary)
+    assert "exports (eval accuracy on 100 images; SavedModel 0.8000; max drop 0.01):" in text
+    assert "  tflite_fp32       4.00    0.8000     1.0000  passed" in text
+    assert f"REFUSED: {refused}" in text
+    assert "exports at: /s/m/exports/3" in text
+
+
+def test_summary_says_why_no_export_was_made():
+    summary = RunSummary(run_id="r", components=[], exports={"skipped": "not blessed"})
+    assert "exports: none made (not blessed)" in format_summary(summary)
