@@ -26,6 +26,7 @@ from components.image_example_gen.options import DEFAULT_MAX_IMAGE_PIXELS, Inges
 from serving.layout import DEFAULT_MODEL_NAME
 from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
 from trainer_module.settings import (
+    CLASS_WEIGHTS,
     LEARNING_RATE_SCHEDULES,
     OPTIMIZERS,
     RESIZE_MODES,
@@ -203,6 +204,31 @@ class PipelineConfig:
     augment_color: float = _field(
         0.0, "Strength of random brightness/contrast jitter of training images (0 = off, <=0.5)."
     )
+    augment_rotation: float = _field(
+        0.0, "Largest random rotation of training images in degrees, either way (0 = off, <=180)."
+    )
+    augment_mixup: float = _field(
+        0.0,
+        "Mixup of training batches: each image and its one-hot label blended with another's, "
+        "by a Beta(ALPHA, ALPHA) share per example; the value is ALPHA (0 = off; 0.2 is mild).",
+    )
+    label_smoothing: float = _field(
+        0.0,
+        "Label smoothing of the training loss: the one-hot target keeps 1 - S, and S is "
+        "spread over all classes (0 = off, <1).",
+    )
+    warmup_epochs: float = _field(
+        0.0,
+        "Epochs at the start of each phase over which the learning rate rises linearly from 0 "
+        "to the phase's rate, before it is held or cosine-decayed (0 = off; clipped to the "
+        "phase).",
+    )
+    class_weight: str = _field(
+        "none",
+        "Weighting of training examples: 'none', or 'balanced' (inverse class frequency of "
+        "the training split, from ImageExampleGen's counts, so every class weighs alike).",
+        choices=list(CLASS_WEIGHTS),
+    )
     early_stopping_patience: int = _field(
         4, "Epochs without improvement of eval accuracy before training stops; 0 disables it."
     )
@@ -214,6 +240,12 @@ class PipelineConfig:
     )
     max_accuracy_drop: float = _field(
         0.02, "Largest accuracy drop against the last blessed model that still blesses (0..1)."
+    )
+
+    min_class_recall: float = _field(
+        0.0,
+        "Smallest eval recall every class must reach for a model to be blessed (0..1; 0 = no "
+        "per-class gate).",
     )
 
     top_k: int = _field(3, "k of the top-k accuracy the Evaluator reports.")
@@ -374,7 +406,7 @@ def _validate(config: PipelineConfig) -> None:
     for name in ("top_k", "keep_versions", "infra_check_timeout"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(config, name)}")
-    for name in ("accuracy_floor", "max_accuracy_drop"):
+    for name in ("accuracy_floor", "max_accuracy_drop", "min_class_recall"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name}: must be between 0 and 1, got {value}")

@@ -10,7 +10,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.evaluator import ServedBaselineEvaluator
-from components.evaluator.executor import GATED_METRIC_CLASS, accuracy_threshold
+from components.evaluator.executor import GATED_METRIC_CLASS, accuracy_threshold, class_slicing
 from components.evaluator.executor import RUNTIME_SETTINGS as EVALUATOR_RUNTIME_SETTINGS
 from components.image_example_gen import ImageExampleGen
 from components.image_example_gen.options import IngestOptions
@@ -65,7 +65,9 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     maps them to ids with the vocabulary the model was trained with. Reported: accuracy,
     top-k accuracy, the multi-class confusion matrix (per-class precision, recall and F1
     are derived from it) and the expected calibration error of the top-1 confidence,
-    overall and per label slice. Only overall accuracy gates the blessing.
+    overall and per label slice. Overall accuracy gates the blessing, and with
+    ``min_class_recall`` the accuracy of each label slice (the class's recall) too; the
+    executor sets those thresholds from its parameters.
     """
     overall = tfma.SlicingSpec()
     return tfma.EvalConfig(
@@ -77,7 +79,7 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 prediction_key=features.PROBABILITIES_OUTPUT,
             )
         ],
-        slicing_specs=[overall, tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+        slicing_specs=[overall, class_slicing()],
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
@@ -223,6 +225,7 @@ def create_pipeline(
         eval_config=build_eval_config(config),
         accuracy_floor=runtime.get("accuracy_floor", config.accuracy_floor),
         max_accuracy_drop=runtime.get("max_accuracy_drop", config.max_accuracy_drop),
+        min_class_recall=runtime.get("min_class_recall", config.min_class_recall),
     ).with_id(EVALUATOR)
     # Loads the candidate in a model server and sends its warmup requests (InfraValidator
     # semantics); the Pusher needs this blessing as well as the Evaluator's.

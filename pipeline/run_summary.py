@@ -367,6 +367,16 @@ def load_per_class_metrics(
     return {}
 
 
+def class_balance(per_class: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Macro-averaged F1 and the worst class's recall (and name): what class imbalance hurts."""
+    worst = min(per_class, key=lambda name: per_class[name]["recall"])
+    return {
+        "macro_f1": sum(m["f1"] for m in per_class.values()) / len(per_class),
+        "worst_class": worst,
+        "worst_class_recall": per_class[worst]["recall"],
+    }
+
+
 def format_summary(summary: RunSummary) -> str:
     """A one-screen human-readable report of the run."""
     lines = [f"Run {summary.run_id}", "", f"{'component':<32}{'state':<10}{'seconds':>9}"]
@@ -384,6 +394,11 @@ def format_summary(summary: RunSummary) -> str:
                 f"{name:<24}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}"
                 f"{m['support']:>9.0f}"
             )
+        balance = class_balance(summary.per_class)
+        lines.append(
+            f"macro F1 {balance['macro_f1']:.3f}; worst-class recall "
+            f"{balance['worst_class_recall']:.3f} ({balance['worst_class']})"
+        )
         lines.append("")
     if summary.baseline_version:
         baseline = f"served version {summary.baseline_version} ({summary.baseline_model_uri})"

@@ -254,3 +254,63 @@ def test_the_resume_key_changes_with_the_settings_and_the_examples(trainer_input
     first = train.examples_fingerprint(base["train_files"])
     assert first == train.examples_fingerprint(_fn_args(trainer_inputs, "y", True)["train_files"])
     assert first[0] == len(trainer_inputs["records"])
+
+
+def test_balanced_class_weights_weigh_training_batches(trainer_inputs, tmp_path):
+    """run_fn's input on a real transform graph: each example weighs its class's weight.
+
+    The counts come from an ingestion report beside the split, as ImageExampleGen writes it;
+    the same batches with mixup carry mixed labels and mixed weights.
+    """
+    import collections
+    import dataclasses
+
+    import numpy as np
+    import tensorflow_transform as tft
+
+    from components.image_example_gen.report import Facts, ReportContext, build_report
+    from trainer_module import features
+    from trainer_module.backbone_specs import get_backbone_spec
+    from trainer_module.settings import TrainingSettings
+    from trainer_module.train import make_dataset, training_class_weights
+
+    # 8 bags, 2 sneakers, 2 trousers in the training split.
+    records = trainer_inputs["records"]
+    kept = records[:8] + records[8:10] + records[16:18]
+    split_dir = tmp_path / "Split-train"
+    split_dir.mkdir()
+    _write_tfrecord_gz(split_dir / "data.gz", kept)
+    counts = collections.Counter({("train", "bag"): 8, ("train", "sneaker"): 2})
+    counts[("train", "trouser")] = 2
+    context = ReportContext(str(tmp_path), "folders", {"train": "test"}, 0.1, "report.json")
+    report = build_report(Facts(ingested=counts), context)
+    (tmp_path / features.INGESTION_REPORT_FILE).write_text(json.dumps(report))
+
+    tft_output = tft.TFTransformOutput(str(trainer_inputs["transform_dir"]))
+    names = [n.decode() for n in tft_output.vocabulary_by_name(features.LABEL_VOCABULARY_NAME)]
+    settings = dataclasses.replace(
+        TrainingSettings(**_fn_args(trainer_inputs, "w")["custom_config"]),
+        class_weight="balanced",
+        batch_size=12,
+    )
+    patterns = [str(split_dir / "*")]
+    weights = training_class_weights(settings, patterns, tft_output)
+    expected = {"bag": 12 / (3 * 8), "sneaker": 12 / (3 * 2), "trouser": 12 / (3 * 2)}
+    assert weights == pytest.approx([expected[n] for n in names])
+
+    spec = get_backbone_spec(settings.backbone)
+    _, labels, sample_weights = next(
+        iter(make_dataset(patterns, tft_output, settings, spec, True, class_weights=weights))
+    )
+    labels = labels.numpy()
+    assert labels.shape == (12, len(names)) and set(labels.sum(axis=1)) == {1.0}
+    np.testing.assert_allclose(sample_weights.numpy(), labels @ np.array(weights))
+    assert sorted(sample_weights.numpy().tolist()).count(pytest.approx(0.5)) == 8
+
+    mixed = dataclasses.replace(settings, augment_mixup=0.4, augment_rotation=20.0)
+    _, labels, sample_weights = next(
+        iter(make_dataset(patterns, tft_output, mixed, spec, True, class_weights=weights))
+    )
+    labels = labels.numpy()
+    assert (labels.max(axis=1) < 0.999).any()
+    np.testing.assert_allclose(sample_weights.numpy(), labels @ np.array(weights), rtol=1e-5)

@@ -138,7 +138,7 @@ def test_phase_one_trains_the_head_and_leaves_the_frozen_backbone_alone():
     before = [w.numpy().copy() for w in model.get_layer(BACKBONE_LAYER_NAME).weights]
     head_before = model.get_layer("head_dense").bias.numpy().copy()
     images = tf.data.Dataset.from_tensor_slices(
-        (tf.random.uniform([8, 16, 16, 3]), tf.zeros([8], tf.int64))
+        (tf.random.uniform([8, 16, 16, 3]), tf.one_hot(tf.zeros([8], tf.int64), 2))
     ).batch(4)
     (phase1,) = training_phases(TrainingSettings(epochs=1, fine_tune_epochs=0), True)
     history = fit_phase(model, phase1, TrainingSettings(), images, steps_per_epoch=2)

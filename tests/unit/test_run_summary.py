@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.run_summary import per_class_from_confusion
+from pipeline.run_summary import class_balance, per_class_from_confusion
 
 
 def test_precision_recall_f1_per_class():
@@ -18,6 +18,14 @@ def test_precision_recall_f1_per_class():
     assert result["b"]["precision"] == pytest.approx(2 / 3)
     assert result["b"]["recall"] == 1.0
     assert result["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_class_balance_names_the_worst_class_and_averages_f1():
+    per_class = per_class_from_confusion([(0, 0, 3.0), (0, 1, 1.0), (1, 1, 2.0)], ["a", "b"])
+    balance = class_balance(per_class)
+    assert balance["worst_class"] == "a"
+    assert balance["worst_class_recall"] == 0.75
+    assert balance["macro_f1"] == pytest.approx((6 / 7 + 0.8) / 2)
 
 
 def _store_with_one_run(tmp_path, evaluation_uri: str):
