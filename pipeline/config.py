@@ -32,6 +32,7 @@ from trainer_module.settings import (
     RESIZE_MODES,
     TrainingSettings,
     TransformSettings,
+    TuningSettings,
 )
 
 # The infra check's server choices and default image (components.infra_check.checks, which
@@ -229,6 +230,20 @@ class PipelineConfig:
         "the training split, from ImageExampleGen's counts, so every class weighs alike).",
         choices=list(CLASS_WEIGHTS),
     )
+    tuner_trials: int = _field(
+        0,
+        "Hyperparameter search before training (TFX's Tuner with KerasTuner's random search): "
+        "trials over the phase-1 and phase-2 learning rates, dropout and fine-tune fraction; "
+        "the Trainer then trains with the best. 0 = no Tuner.",
+    )
+    tuner_epochs_per_trial: int = _field(
+        1, "Epochs of each phase in one tuning trial (phase 2 only for pretrained backbones)."
+    )
+    tuner_max_examples: int = _field(
+        2000,
+        "Training examples of each tuning trial (and as many eval examples at most), drawn at "
+        "random with SEED from the splits: the search runs on a subset of large data.",
+    )
     early_stopping_patience: int = _field(
         4, "Epochs without improvement of eval accuracy before training stops; 0 disables it."
     )
@@ -386,7 +401,7 @@ def _validate(config: PipelineConfig) -> None:
 
     The settings that components own are checked by their owner's ``validate``.
     """
-    for owner in (TransformSettings, TrainingSettings, IngestOptions):
+    for owner in (TransformSettings, TrainingSettings, TuningSettings, IngestOptions):
         try:
             config.settings_for(owner).validate()
         except ValueError as err:

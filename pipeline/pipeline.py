@@ -21,10 +21,11 @@ from components.trainer.executor import RUNTIME_SETTINGS as TRAINER_RUNTIME_SETT
 from components.versioned_pusher import VersionedPusher
 from pipeline.config import PipelineConfig, beam_flag_name, uses_direct_runner
 from trainer_module import features
-from trainer_module.settings import TrainingSettings, TransformSettings
+from trainer_module.settings import TrainingSettings, TransformSettings, TuningSettings
 
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
+TUNER_FN = "trainer_module.tuning.tuner_fn"
 # Metric names in the Evaluator's output: TFMA names SparseCategoricalAccuracy this way.
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 TOP_K_METRIC = "top_k_accuracy"
@@ -48,6 +49,7 @@ STATISTICS_GEN = "StatisticsGen"
 SCHEMA_GEN = "SchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 TRANSFORM = "Transform"
+TUNER = "Tuner"
 TRAINER = "Trainer"
 SERVED_BASELINE = "ServedModelBaseline"
 # Components whose output depends on the world outside the pipeline (the serving directory),
@@ -125,6 +127,29 @@ def transform_custom_config(config: PipelineConfig) -> dict[str, Any]:
 def trainer_custom_config(config: PipelineConfig) -> dict[str, Any]:
     """The Trainer's custom_config: every TrainingSettings field, from the configuration."""
     return dataclasses.asdict(config.settings_for(TrainingSettings))
+
+
+def tuner_custom_config(config: PipelineConfig) -> dict[str, Any]:
+    """The Tuner's custom_config: every TrainingSettings and TuningSettings field."""
+    return {
+        **trainer_custom_config(config),
+        **dataclasses.asdict(config.settings_for(TuningSettings)),
+    }
+
+
+def tuner_component(
+    examples, transform_graph, schema, config: PipelineConfig
+) -> tfx.components.Tuner:
+    """TFX's Tuner running ``tuner_fn`` (KerasTuner) on ``examples``, for ``config``."""
+    return tfx.components.Tuner(
+        tuner_fn=TUNER_FN,
+        examples=examples,
+        transform_graph=transform_graph,
+        schema=schema,
+        train_args=tfx.proto.TrainArgs(),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config=tuner_custom_config(config),
+    ).with_id(TUNER)
 
 
 def transform_component(examples, schema, config: PipelineConfig) -> tfx.components.Transform:
@@ -205,6 +230,17 @@ def create_pipeline(
     transform = transform_component(
         example_gen.outputs["examples"], schema_gen.outputs["schema"], config
     )
+    # Only with a trial budget: the Tuner trains trials, which cost what training costs.
+    tuner = (
+        tuner_component(
+            example_gen.outputs["examples"],
+            transform.outputs["transform_graph"],
+            schema_gen.outputs["schema"],
+            config,
+        )
+        if config.tuner_trials > 0
+        else None
+    )
     trainer = ImageTrainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
@@ -212,6 +248,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         custom_config=trainer_custom_config(config),
         runtime_parameters={k: v for k, v in runtime.items() if k in TRAINER_RUNTIME_SETTINGS},
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
     ).with_id(TRAINER)
     # The baseline is the model being served now, read from the serving directory: no MLMD
     # resolver, so the same gate runs locally, on open-source Kubeflow and on Vertex AI.
@@ -253,6 +290,7 @@ def create_pipeline(
             schema_gen,
             example_validator,
             transform,
+            *([tuner] if tuner else []),
             trainer,
             served_baseline,
             evaluator,

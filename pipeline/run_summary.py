@@ -48,6 +48,9 @@ class RunSummary:
     transform_graph_uri: str | None = None
     # class name -> precision, recall, f1, support (from TFMA's confusion matrix)
     per_class: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # The Tuner's search table, best trial first: trial_id, score (eval accuracy) and the
+    # hyperparameters of each completed trial; empty without a Tuner.
+    tuning_trials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # Artifacts MLMD lists that could not be read back (deleted or damaged files), one line each.
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -290,9 +293,39 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
                 summary.metrics = load_overall_metrics(artifact.uri)
             except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
                 summary.problems.append(_unreadable("eval metrics", artifact.uri, err))
+        elif key == "tuner_results":
+            try:
+                summary.tuning_trials = load_tuner_results(artifact.uri)
+            except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
+                summary.problems.append(_unreadable("tuner results", artifact.uri, err))
         elif key == "pushed_model" and _property(artifact, "pushed"):
             summary.pushed_destination = _property(artifact, "pushed_destination")
             summary.push_unchanged = bool(_property(artifact, "already_served"))
+
+
+# What TFX's Tuner executor names its search table in the TunerResults artifact.
+TUNER_RESULTS_FILE = "tuner_results.json"
+
+
+def load_tuner_results(tuner_results_uri: str) -> list[dict[str, Any]]:
+    """The Tuner's completed trials, best first (as TFX's Tuner writes them)."""
+    import tensorflow as tf
+
+    path = os.path.join(tuner_results_uri, TUNER_RESULTS_FILE)
+    with tf.io.gfile.GFile(path) as f:
+        trials = json.load(f)
+    return sorted(trials, key=lambda trial: -float(trial["score"]))
+
+
+def format_tuning(trials: list[dict[str, Any]]) -> list[str]:
+    """The search table as lines: one trial per line, best first."""
+    names = sorted({k for trial in trials for k in trial} - {"trial_id", "score"})
+    lines = [f"tuning: {len(trials)} trials, best first (score: eval accuracy of the trial)"]
+    lines.append(f"{'trial':<8}{'score':>8}" + "".join(f"{n:>26}" for n in names))
+    for trial in trials:
+        values = "".join(f"{trial.get(n, float('nan')):>26.4g}" for n in names)
+        lines.append(f"{trial['trial_id']:<8}{float(trial['score']):>8.4f}{values}")
+    return lines
 
 
 def load_overall_metrics(evaluation_uri: str) -> dict[str, float]:
@@ -399,6 +432,9 @@ def format_summary(summary: RunSummary) -> str:
             f"macro F1 {balance['macro_f1']:.3f}; worst-class recall "
             f"{balance['worst_class_recall']:.3f} ({balance['worst_class']})"
         )
+        lines.append("")
+    if summary.tuning_trials:
+        lines.extend(format_tuning(summary.tuning_trials))
         lines.append("")
     if summary.baseline_version:
         baseline = f"served version {summary.baseline_version} ({summary.baseline_model_uri})"

@@ -141,3 +141,42 @@ class TrainingSettings:
         _check_choice("class_weight", self.class_weight, CLASS_WEIGHTS)
         if self.early_stopping_patience < 0:
             raise ValueError("early_stopping_patience: must be 0 (off) or more")
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    """What ``tuner_fn`` reads besides the TrainingSettings: the search's budget.
+
+    ``tuner_trials`` 0 leaves the Tuner out of the pipeline. Each trial trains phase 1 (and
+    phase 2 of a pretrained backbone, unless ``fine_tune_epochs`` is 0) for
+    ``tuner_epochs_per_trial`` epochs on at most ``tuner_max_examples`` training and as many
+    eval examples, drawn at random (seeded).
+    """
+
+    tuner_trials: int = 0
+    tuner_epochs_per_trial: int = 1
+    tuner_max_examples: int = 2000
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first setting out of range."""
+        if self.tuner_trials < 0:
+            raise ValueError(
+                f"tuner_trials: must be 0 (no tuning) or more, got {self.tuner_trials}"
+            )
+        for name in ("tuner_epochs_per_trial", "tuner_max_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+
+
+# The TrainingSettings fields the Tuner searches over (trainer_module.tuning).
+TUNED_SETTINGS = ("learning_rate", "fine_tune_learning_rate", "dropout", "fine_tune_fraction")
+
+
+def with_tuned_values(settings: TrainingSettings, values: dict[str, Any]) -> TrainingSettings:
+    """``settings`` with the TUNED_SETTINGS that ``values`` (a trial's or the best) holds."""
+    tuned = {
+        name: type(getattr(settings, name))(values[name])
+        for name in TUNED_SETTINGS
+        if name in values
+    }
+    return dataclasses.replace(settings, **tuned)

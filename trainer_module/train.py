@@ -26,13 +26,20 @@ from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec
 from trainer_module.class_weights import balanced_class_weights, count_labels, report_class_counts
 from trainer_module.export import export_serving_model
 from trainer_module.models import build_backbone, build_classifier, set_backbone_trainable
-from trainer_module.settings import TrainingSettings, settings_from_custom_config
+from trainer_module.settings import (
+    TrainingSettings,
+    settings_from_custom_config,
+    with_tuned_values,
+)
 
 # Decoded training images are cached in memory up to this size; larger sets are re-read
 # (and re-decoded in parallel) each epoch.
 _MAX_CACHE_BYTES = 2 * 1024**3
 _PARSE_BATCH = 256
 _WARMUP_IMAGES = 8
+# A random subset (max_examples) is drawn from this many records at most: they are held in
+# memory, encoded, while drawing.
+_SUBSET_SHUFFLE_RECORDS = 100_000
 
 # What Keras optimizers take as a learning rate: a number, or a schedule of the step count.
 LearningRate = float | tf.keras.optimizers.schedules.LearningRateSchedule
@@ -157,6 +164,7 @@ def make_dataset(
     training: bool,
     num_examples: int | None = None,
     class_weights: list[float] | None = None,
+    max_examples: int | None = None,
 ) -> tf.data.Dataset:
     """Raw tf.Example files -> batches of (normalized image, one-hot label[, sample weight]).
 
@@ -166,7 +174,9 @@ def make_dataset(
     saves a count of the files when the caller has one. ``spec`` is the backbone's (its
     value range scales the colour jitter). Labels are one-hot so label smoothing and mixup
     apply; training batches carry a sample weight per example (``class_weights`` of its
-    class, 1 without them).
+    class, 1 without them). ``max_examples`` keeps that many records, drawn at random
+    (seeded; from the first ``_SUBSET_SHUFFLE_RECORDS`` records) before anything is decoded:
+    the tuner's subset.
     """
     raw_spec = tft_output.raw_feature_spec()
     feature_spec = {key: raw_spec[key] for key in (features.IMAGE_KEY, features.LABEL_KEY)}
@@ -184,7 +194,13 @@ def make_dataset(
     if num_examples is None:
         num_examples = count_examples(file_patterns)
     size = transformed_image_size(tft_output)
-    dataset = _record_dataset(file_patterns).batch(_PARSE_BATCH)
+    records = _record_dataset(file_patterns)
+    if max_examples is not None and max_examples < num_examples:
+        buffer = min(num_examples, _SUBSET_SHUFFLE_RECORDS)
+        records = records.shuffle(buffer, seed=settings.seed, reshuffle_each_iteration=False)
+        records = records.take(max_examples)
+        num_examples = max_examples
+    dataset = records.batch(_PARSE_BATCH)
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if num_examples * size * size * 3 * 4 <= _MAX_CACHE_BYTES:
         dataset = dataset.cache()
@@ -422,8 +438,8 @@ def resume_dir(fn_args: FnArgs, train_fingerprint: str, eval_fingerprint: str) -
 
     TFX gives every execution new artifact folders (new paths for the same examples on an
     uncached re-run), so the key is a hash of content: the train and eval examples'
-    fingerprints, the transform graph's and the settings. It lies beside the model run
-    folders, which every execution of the Trainer shares.
+    fingerprints, the transform graph's, the settings and the tuned hyperparameters. It lies
+    beside the model run folders, which every execution of the Trainer shares.
     """
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     key = json.dumps(
@@ -432,6 +448,7 @@ def resume_dir(fn_args: FnArgs, train_fingerprint: str, eval_fingerprint: str) -
             eval_fingerprint,
             _transform_fingerprint(fn_args.transform_output, tft_output),
             fn_args.custom_config,
+            fn_args.hyperparameters,
         ],
         sort_keys=True,
         default=str,
@@ -518,6 +535,9 @@ def _first_images(file_patterns: list[str], count: int) -> list[bytes]:
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the classifier in up to two phases and exports it to serving_model_dir."""
     settings = settings_from_custom_config(TrainingSettings, fn_args.custom_config)
+    if fn_args.hyperparameters:  # The Tuner's best (a KerasTuner HyperParameters config).
+        settings = with_tuned_values(settings, fn_args.hyperparameters.get("values", {}))
+        logging.info("Training with the tuned settings: %s", settings)
     settings.validate()
     tf.keras.utils.set_random_seed(settings.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)

@@ -56,7 +56,7 @@ def _validate(min_class_recall: float, tmp_path) -> tfma.ValidationResult:
     return tfma.load_validation_result(str(tmp_path))
 
 
-@pytest.mark.parametrize("min_class_recall", [0.0, 0.3, 0.5])
+@pytest.mark.parametrize("min_class_recall", [0.3, 0.5])
 def test_gate_fails_only_the_class_below_min_class_recall(min_class_recall, tmp_path):
     result = _validate(min_class_recall, tmp_path)
     failed = {
@@ -64,7 +64,7 @@ def test_gate_fails_only_the_class_below_min_class_recall(min_class_recall, tmp_
         for per_slice in result.metric_validations_per_slice
         for single in per_slice.slice_key.single_slice_keys
     }
-    if min_class_recall < 0.4:
+    if min_class_recall < 0.4:  # The worst class's recall.
         assert result.validation_ok and not failed
     else:
         assert not result.validation_ok

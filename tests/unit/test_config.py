@@ -17,7 +17,7 @@ from pipeline.config import (
     config_from_args,
     load_config,
 )
-from trainer_module.settings import TrainingSettings, TransformSettings
+from trainer_module.settings import TrainingSettings, TransformSettings, TuningSettings
 
 
 @pytest.fixture()
@@ -138,7 +138,9 @@ def test_readme_configuration_table_is_current():
     )
 
 
-@pytest.mark.parametrize("owner", [IngestOptions, TransformSettings, TrainingSettings])
+@pytest.mark.parametrize(
+    "owner", [IngestOptions, TransformSettings, TrainingSettings, TuningSettings]
+)
 def test_every_component_setting_is_a_config_field_of_the_same_type_and_default(owner):
     """create_pipeline fills each component's settings from the same-named config fields."""
     config_types = typing.get_type_hints(PipelineConfig)

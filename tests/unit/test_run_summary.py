@@ -74,3 +74,21 @@ def test_a_deleted_evaluation_is_a_problem_line_not_a_crash(tmp_path):
     text = format_summary(summary)
     assert f"problem: {eval_problem}" in text
     assert "/serving/clf/1 (already the newest version, byte-identical" in text
+
+
+def test_tuning_table_is_read_best_first_and_formatted(tmp_path):
+    import json
+
+    from pipeline.run_summary import TUNER_RESULTS_FILE, format_tuning, load_tuner_results
+
+    trials = [
+        {"trial_id": "00", "score": 0.61, "learning_rate": 0.003, "dropout": 0.1},
+        {"trial_id": "01", "score": 0.74, "learning_rate": 0.0004, "dropout": 0.3},
+    ]
+    (tmp_path / TUNER_RESULTS_FILE).write_text(json.dumps(trials))
+    loaded = load_tuner_results(str(tmp_path))
+    assert [t["trial_id"] for t in loaded] == ["01", "00"]
+    lines = format_tuning(loaded)
+    assert lines[0].startswith("tuning: 2 trials")
+    assert "dropout" in lines[1] and "learning_rate" in lines[1]
+    assert lines[2].split()[:4] == ["01", "0.7400", "0.3", "0.0004"]

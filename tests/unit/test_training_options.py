@@ -14,7 +14,7 @@ from components.image_example_gen.report import Facts, ReportContext, build_repo
 from trainer_module import features
 from trainer_module.class_weights import balanced_class_weights, count_labels, report_class_counts
 from trainer_module.models import build_classifier
-from trainer_module.settings import TrainingSettings
+from trainer_module.settings import TUNED_SETTINGS, TrainingSettings, with_tuned_values
 from trainer_module.train import (
     Phase,
     augment_batch,
@@ -149,3 +149,40 @@ def test_mixup_blends_images_labels_and_weights_alike():
         mixed_images.numpy()[:, 0, 0, 0], mixed_labels @ np.arange(classes), rtol=1e-5
     )
     np.testing.assert_allclose(mixed_weights.numpy(), mixed_labels @ weights.numpy(), rtol=1e-5)
+
+
+def test_search_space_covers_phase_two_only_where_it_runs():
+    from trainer_module.tuning import search_space
+
+    settings = TrainingSettings(learning_rate=0.5, fine_tune_fraction=0.3)
+    pretrained = search_space(settings, pretrained=True)
+    assert set(pretrained.values) == set(TUNED_SETTINGS)
+    assert pretrained.values["learning_rate"] == 1e-2  # The configured value, clipped.
+    assert pretrained.values["fine_tune_fraction"] == 0.3
+    assert set(search_space(settings, pretrained=False).values) == {"learning_rate", "dropout"}
+    no_phase_two = TrainingSettings(fine_tune_epochs=0)
+    assert set(search_space(no_phase_two, pretrained=True).values) == {"learning_rate", "dropout"}
+
+
+def test_tuned_values_replace_only_the_tuned_settings():
+    tuned = with_tuned_values(
+        TrainingSettings(epochs=7), {"dropout": 0.35, "learning_rate": 0.002, "other": 1}
+    )
+    assert (tuned.dropout, tuned.learning_rate, tuned.epochs) == (0.35, 0.002, 7)
+
+
+def test_the_tuner_joins_the_pipeline_only_with_a_trial_budget():
+    from pipeline.config import load_config
+    from pipeline.pipeline import TRAINER, TUNER, create_pipeline
+
+    def components(**overrides):
+        config = load_config(None, overrides, validate=False)
+        return {c.id: c for c in create_pipeline(config).components}
+
+    assert TUNER not in components()
+    tuned = components(tuner_trials=3, tuner_epochs_per_trial=2)
+    tuner, trainer = tuned[TUNER], tuned[TRAINER]
+    assert trainer.inputs["hyperparameters"].producer_component_id == TUNER
+    custom_config = json.loads(tuner.exec_properties["custom_config"])
+    assert (custom_config["tuner_trials"], custom_config["tuner_epochs_per_trial"]) == (3, 2)
+    assert custom_config["learning_rate"] == TrainingSettings().learning_rate
