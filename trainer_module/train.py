@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -156,6 +157,46 @@ def mixup_batch(
     return blend(images), blend(labels), blend(weights)
 
 
+def training_batch_fn(
+    settings: TrainingSettings,
+    spec: BackboneSpec,
+    num_classes: int,
+    class_weights: list[float] | None = None,
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """What a training batch (normalized images, one-hot labels) goes through before fit.
+
+    Returns a function for ``Dataset.map`` giving (images, labels, sample weights):
+    augmentation (flip, zoom, rotation, colour), then mixup; each example's weight is its
+    class's ``class_weights`` entry (1 without them), mixed as its label is.
+    """
+    per_class = tf.constant(class_weights or [1.0] * num_classes, tf.float32)
+    augmenting = bool(
+        settings.augment_flip
+        or settings.augment_zoom
+        or settings.augment_color
+        or settings.augment_rotation
+    )
+
+    def training_batch(
+        images: tf.Tensor, labels: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        weights = tf.linalg.matvec(labels, per_class)
+        if augmenting:
+            images = augment_batch(
+                images,
+                settings.augment_flip,
+                settings.augment_zoom,
+                settings.augment_color,
+                spec.pixel_range,
+                rotation=settings.augment_rotation,
+            )
+        if settings.augment_mixup > 0:
+            images, labels, weights = mixup_batch(images, labels, weights, settings.augment_mixup)
+        return images, labels, weights
+
+    return training_batch
+
+
 def make_dataset(
     file_patterns: list[str],
     tft_output: tft.TFTransformOutput,
@@ -208,30 +249,7 @@ def make_dataset(
         return dataset.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
     dataset = dataset.shuffle(min(num_examples, 10_000), seed=settings.seed)
     dataset = dataset.batch(settings.batch_size)
-    per_class = tf.constant(class_weights or [1.0] * num_classes, tf.float32)
-    augmenting = bool(
-        settings.augment_flip
-        or settings.augment_zoom
-        or settings.augment_color
-        or settings.augment_rotation
-    )
-
-    def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        # The weight of a one-hot label is its class's; of a mixed label, the mixed weights'.
-        weights = tf.linalg.matvec(labels, per_class)
-        if augmenting:
-            images = augment_batch(
-                images,
-                settings.augment_flip,
-                settings.augment_zoom,
-                settings.augment_color,
-                spec.pixel_range,
-                rotation=settings.augment_rotation,
-            )
-        if settings.augment_mixup > 0:
-            images, labels, weights = mixup_batch(images, labels, weights, settings.augment_mixup)
-        return images, labels, weights
-
+    augment = training_batch_fn(settings, spec, num_classes, class_weights)
     dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
