@@ -75,6 +75,15 @@ def test_yaml_then_overrides(data_root, tmp_path):
         ({"fine_tune_fraction": 0}, "fine_tune_fraction"),
         ({"backbone_weights": "/nope/weights.h5"}, "backbone_weights"),
         ({"resize_mode": "crop"}, "resize_mode"),
+        ({"class_weight": "weighted"}, "class_weight"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
+        ({"augment_rotation": 200}, "augment_rotation"),
+        ({"augment_mixup": -0.2}, "augment_mixup"),
+        ({"min_class_recall": 1.2}, "min_class_recall"),
+        ({"tuner_trials": -1}, "tuner_trials"),
+        ({"tuner_epochs_per_trial": 0}, "tuner_epochs_per_trial"),
+        ({"tuner_max_examples": 0}, "tuner_max_examples"),
     ],
 )
 def test_invalid_values_name_the_field(data_root, overrides, field):
