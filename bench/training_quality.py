@@ -341,6 +341,7 @@ def run_comparison(name: str, args: argparse.Namespace) -> str:
             dataclasses.replace(base, epochs=epochs, fine_tune_epochs=epochs), best
         )
         candidates = [("defaults", base), (f"tuned ({trials} trials first)", tuned)]
+    elif name == "lite_sizes":
         candidates = [
             (variant, dataclasses.replace(base, backbone=variant))
             for variant in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
