@@ -364,7 +364,10 @@ def run_comparison(name: str, args: argparse.Namespace) -> str:
             data = cifar10_dataset(args.cifar_dir, size, test_limit)
         results.append(run_candidate(label, data, settings, size))
     wall = time.perf_counter() - wall
-    lines = [f"Data: {data.description}.", "", _budget_text(budget, base), "", *_table(results)]
+    description = data.description
+    if name == "lite_sizes":  # Decoded again for each network, at its own size.
+        description = description.replace(f"{size}x{size}", "each network's default size")
+    lines = [f"Data: {description}.", "", _budget_text(budget, base), "", *_table(results)]
     lines.append("")
     if name == "tuning":
         spent = tuning_image_epochs + (tuned.epochs + tuned.fine_tune_epochs) * data.num_train
