@@ -211,12 +211,11 @@ def run_candidate(
     per_class = per_class_from_confusion(
         [(a, p, n) for (a, p), n in cells.items()], data.class_names
     )
-    present = {name: m for name, m in per_class.items() if m["support"]}
     result = {
         "candidate": label,
         "image_size": size,
         "accuracy": float((predicted == actual).mean()),
-        **class_balance(present),
+        **class_balance(per_class),
         "train_seconds": train_seconds,
         "train_images_per_s": trained_images / train_seconds,
         "inference_images_per_s": len(actual) / eval_seconds,

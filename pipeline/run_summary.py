@@ -401,12 +401,16 @@ def load_per_class_metrics(
 
 
 def class_balance(per_class: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Macro-averaged F1 and the worst class's recall (and name): what class imbalance hurts."""
-    worst = min(per_class, key=lambda name: per_class[name]["recall"])
+    """Macro-averaged F1 and the worst class's recall (and name): what class imbalance hurts.
+
+    Over the classes the evaluation holds examples of (a class absent from it has no recall).
+    """
+    present = {name: m for name, m in per_class.items() if m["support"]} or per_class
+    worst = min(present, key=lambda name: present[name]["recall"])
     return {
-        "macro_f1": sum(m["f1"] for m in per_class.values()) / len(per_class),
+        "macro_f1": sum(m["f1"] for m in present.values()) / len(present),
         "worst_class": worst,
-        "worst_class_recall": per_class[worst]["recall"],
+        "worst_class_recall": present[worst]["recall"],
     }
 
 

@@ -26,6 +26,13 @@ def test_class_balance_names_the_worst_class_and_averages_f1():
     assert balance["worst_class"] == "a"
     assert balance["worst_class_recall"] == 0.75
     assert balance["macro_f1"] == pytest.approx((6 / 7 + 0.8) / 2)
+    # A class the evaluation holds no example of counts in neither figure.
+    with_absent = per_class_from_confusion([(0, 0, 3.0), (1, 1, 2.0)], ["a", "b", "c"])
+    assert class_balance(with_absent) == {
+        "macro_f1": 1.0,
+        "worst_class": "a",
+        "worst_class_recall": 1.0,
+    }
 
 
 def _store_with_one_run(tmp_path, evaluation_uri: str):
