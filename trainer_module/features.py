@@ -14,6 +14,10 @@ IMAGE_CHANNELS_KEY = "image_channels"  # int64
 LABEL_KEY = "label"  # bytes: the class name
 IMAGE_ID_KEY = "image_id"  # bytes: path relative to the data root (splits go by image bytes)
 
+# ImageExampleGen's ingestion report, beside the split folders of its Examples artifact (the
+# Trainer reads its per-class counts for class weights).
+INGESTION_REPORT_FILE = "ingestion_report.json"
+
 # Transformed features produced by preprocessing_fn.
 TRANSFORMED_IMAGE_KEY = "image_xf"  # float32 [height, width, 3], normalized for the backbone
 TRANSFORMED_LABEL_KEY = "label_id"  # int64 class id

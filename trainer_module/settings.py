@@ -21,6 +21,8 @@ RESIZE_MODES = ("stretch", "pad")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 # How each phase's learning rate moves over its epochs: held, or cosine-decayed to zero.
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+# How training examples are weighted: all alike, or by inverse class frequency.
+CLASS_WEIGHTS = ("none", "balanced")
 
 _Settings = TypeVar("_Settings")
 
@@ -88,6 +90,11 @@ class TrainingSettings:
     augment_flip: bool = True
     augment_zoom: float = 0.1
     augment_color: float = 0.0
+    augment_rotation: float = 0.0  # largest random rotation in degrees; 0: off
+    augment_mixup: float = 0.0  # mixup's Beta(alpha, alpha) parameter; 0: off
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0  # linear warmup at the start of each phase
+    class_weight: str = "none"
     early_stopping_patience: int = 4
     seed: int = 42
 
@@ -119,5 +126,57 @@ class TrainingSettings:
             raise ValueError(f"augment_zoom: must be in [0, 0.5), got {self.augment_zoom}")
         if not 0 <= self.augment_color <= 0.5:
             raise ValueError(f"augment_color: must be in [0, 0.5], got {self.augment_color}")
+        if not 0 <= self.augment_rotation <= 180:
+            raise ValueError(
+                f"augment_rotation: must be in [0, 180] degrees, got {self.augment_rotation}"
+            )
+        if not 0 <= self.augment_mixup <= 10:
+            raise ValueError(
+                f"augment_mixup: must be 0 (off) or a Beta alpha up to 10, got {self.augment_mixup}"
+            )
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs: must be 0 (off) or more, got {self.warmup_epochs}")
+        _check_choice("class_weight", self.class_weight, CLASS_WEIGHTS)
         if self.early_stopping_patience < 0:
             raise ValueError("early_stopping_patience: must be 0 (off) or more")
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    """What ``tuner_fn`` reads besides the TrainingSettings: the search's budget.
+
+    ``tuner_trials`` 0 leaves the Tuner out of the pipeline. Each trial trains phase 1 (and
+    phase 2 of a pretrained backbone, unless ``fine_tune_epochs`` is 0) for
+    ``tuner_epochs_per_trial`` epochs on at most ``tuner_max_examples`` training and as many
+    eval examples, drawn at random (seeded).
+    """
+
+    tuner_trials: int = 0
+    tuner_epochs_per_trial: int = 1
+    tuner_max_examples: int = 2000
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first setting out of range."""
+        if self.tuner_trials < 0:
+            raise ValueError(
+                f"tuner_trials: must be 0 (no tuning) or more, got {self.tuner_trials}"
+            )
+        for name in ("tuner_epochs_per_trial", "tuner_max_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+
+
+# The TrainingSettings fields the Tuner searches over (trainer_module.tuning).
+TUNED_SETTINGS = ("learning_rate", "fine_tune_learning_rate", "dropout", "fine_tune_fraction")
+
+
+def with_tuned_values(settings: TrainingSettings, values: dict[str, Any]) -> TrainingSettings:
+    """``settings`` with the TUNED_SETTINGS that ``values`` (a trial's or the best) holds."""
+    tuned = {
+        name: type(getattr(settings, name))(values[name])
+        for name in TUNED_SETTINGS
+        if name in values
+    }
+    return dataclasses.replace(settings, **tuned)

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -23,9 +24,14 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer_module import features
 from trainer_module.backbone_specs import BackboneSpec, get_backbone_spec
+from trainer_module.class_weights import balanced_class_weights, count_labels, report_class_counts
 from trainer_module.export import export_serving_model
 from trainer_module.models import build_backbone, build_classifier, set_backbone_trainable
-from trainer_module.settings import TrainingSettings, settings_from_custom_config
+from trainer_module.settings import (
+    TrainingSettings,
+    settings_from_custom_config,
+    with_tuned_values,
+)
 from trainer_module.training_record import (
     EpochRecorder,
     misclassified_indices,
@@ -39,6 +45,9 @@ _MAX_CACHE_BYTES = 2 * 1024**3
 _PARSE_BATCH = 256
 _WARMUP_IMAGES = 8
 _THUMBNAIL_PX = 96  # misclassified eval images in the training record, at most this size
+# A random subset (max_examples) is drawn from this many records at most: they are held in
+# memory, encoded, while drawing.
+_SUBSET_SHUFFLE_RECORDS = 100_000
 
 # What Keras optimizers take as a learning rate: a number, or a schedule of the step count.
 LearningRate = float | tf.keras.optimizers.schedules.LearningRateSchedule
@@ -74,13 +83,44 @@ def count_examples(file_patterns: list[str]) -> int:
     return int(_record_dataset(file_patterns).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
+def rotate_images(images: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
+    """Rotates each image of a batch about its centre, counter-clockwise by ``degrees[i]``.
+
+    Bilinear, with the border reflected: in normalized input space no constant is "black"
+    for every backbone, and reflection adds no edge the network could learn.
+    """
+    angles = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+    height = tf.cast(tf.shape(images)[1], tf.float32)
+    width = tf.cast(tf.shape(images)[2], tf.float32)
+    cos, sin = tf.cos(angles), tf.sin(angles)
+    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): the inverse map.
+    x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
+    y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
+    zeros = tf.zeros_like(angles)
+    transforms = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+
+
 def augment_batch(
-    images: tf.Tensor, flip: bool, zoom: float, color: float, pixel_range: float
+    images: tf.Tensor,
+    flip: bool,
+    zoom: float,
+    color: float,
+    pixel_range: float,
+    rotation: float = 0.0,
 ) -> tf.Tensor:
-    """Random flip, zoom-in crop and brightness/contrast jitter of a normalized image batch.
+    """Random flip, zoom-in crop, rotation and brightness/contrast jitter of a normalized batch.
 
     ``pixel_range`` is the width of the normalized value range (255 / std), so colour jitter
-    means the same in every backbone's input space.
+    means the same in every backbone's input space. ``rotation``: largest angle in degrees,
+    either way.
     """
     batch = tf.shape(images)[0]
     size = tf.shape(images)[1:3]
@@ -91,12 +131,77 @@ def augment_batch(
         offset = tf.random.uniform([batch, 2]) * (1.0 - scale)
         boxes = tf.concat([offset, offset + scale], axis=1)
         images = tf.image.crop_and_resize(images, boxes, tf.range(batch), size)
+    if rotation > 0:
+        images = rotate_images(images, tf.random.uniform([batch], -rotation, rotation))
     if color > 0:
         brightness = tf.random.uniform([batch, 1, 1, 1], -color, color) * pixel_range
         contrast = tf.random.uniform([batch, 1, 1, 1], 1.0 - color, 1.0 + color)
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         images = (images - mean) * contrast + mean + brightness
     return images
+
+
+def mixup_batch(
+    images: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor, alpha: float
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Mixup (Zhang et al., 2018): each example blended with another of the same batch.
+
+    Per example, ``lam ~ Beta(alpha, alpha)``; image, one-hot label and sample weight become
+    ``lam * own + (1 - lam) * partner``, the partner drawn by a shuffle of the batch.
+    """
+    batch = tf.shape(images)[0]
+    # Beta(a, a) as X / (X + Y) with X, Y ~ Gamma(a).
+    x = tf.random.gamma([batch], alpha)
+    y = tf.random.gamma([batch], alpha)
+    lam = x / tf.maximum(x + y, 1e-12)
+    partner = tf.random.shuffle(tf.range(batch))
+
+    def blend(values: tf.Tensor) -> tf.Tensor:
+        shape = tf.concat([[batch], tf.ones([tf.rank(values) - 1], tf.int32)], axis=0)
+        mix = tf.reshape(tf.cast(lam, values.dtype), shape)
+        return mix * values + (1.0 - mix) * tf.gather(values, partner)
+
+    return blend(images), blend(labels), blend(weights)
+
+
+def training_batch_fn(
+    settings: TrainingSettings,
+    spec: BackboneSpec,
+    num_classes: int,
+    class_weights: list[float] | None = None,
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """What a training batch (normalized images, one-hot labels) goes through before fit.
+
+    Returns a function for ``Dataset.map`` giving (images, labels, sample weights):
+    augmentation (flip, zoom, rotation, colour), then mixup; each example's weight is its
+    class's ``class_weights`` entry (1 without them), mixed as its label is.
+    """
+    per_class = tf.constant(class_weights or [1.0] * num_classes, tf.float32)
+    augmenting = bool(
+        settings.augment_flip
+        or settings.augment_zoom
+        or settings.augment_color
+        or settings.augment_rotation
+    )
+
+    def training_batch(
+        images: tf.Tensor, labels: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        weights = tf.linalg.matvec(labels, per_class)
+        if augmenting:
+            images = augment_batch(
+                images,
+                settings.augment_flip,
+                settings.augment_zoom,
+                settings.augment_color,
+                spec.pixel_range,
+                rotation=settings.augment_rotation,
+            )
+        if settings.augment_mixup > 0:
+            images, labels, weights = mixup_batch(images, labels, weights, settings.augment_mixup)
+        return images, labels, weights
+
+    return training_batch
 
 
 def make_dataset(
@@ -106,30 +211,44 @@ def make_dataset(
     spec: BackboneSpec,
     training: bool,
     num_examples: int | None = None,
+    class_weights: list[float] | None = None,
+    max_examples: int | None = None,
 ) -> tf.data.Dataset:
-    """Raw tf.Example files -> batches of (normalized image, label id).
+    """Raw tf.Example files -> batches of (normalized image, one-hot label[, sample weight]).
 
     The tf.Transform graph runs inside the input pipeline (batched and in parallel), so
     images are decoded once per epoch, or once in total when the decoded set fits in memory.
-    Augmentation runs after the cache, on training batches only. ``num_examples`` saves a
-    count of the files when the caller has one. ``spec`` is the backbone's (its value range
-    scales the colour jitter).
+    Augmentation and mixup run after the cache, on training batches only. ``num_examples``
+    saves a count of the files when the caller has one. ``spec`` is the backbone's (its
+    value range scales the colour jitter). Labels are one-hot so label smoothing and mixup
+    apply; training batches carry a sample weight per example (``class_weights`` of its
+    class, 1 without them). ``max_examples`` keeps that many records, drawn at random
+    (seeded; from the first ``_SUBSET_SHUFFLE_RECORDS`` records) before anything is decoded:
+    the tuner's subset.
     """
     raw_spec = tft_output.raw_feature_spec()
     feature_spec = {key: raw_spec[key] for key in (features.IMAGE_KEY, features.LABEL_KEY)}
     tft_layer = tft_output.transform_features_layer()
+    num_classes = tft_output.vocabulary_size_by_name(features.LABEL_VOCABULARY_NAME)
 
     def transform(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         transformed = tft_layer(tf.io.parse_example(serialized, feature_spec))
+        label_ids = tf.reshape(transformed[features.TRANSFORMED_LABEL_KEY], [-1])
         return (
             transformed[features.TRANSFORMED_IMAGE_KEY],
-            transformed[features.TRANSFORMED_LABEL_KEY],
+            tf.one_hot(label_ids, num_classes),
         )
 
     if num_examples is None:
         num_examples = count_examples(file_patterns)
     size = transformed_image_size(tft_output)
-    dataset = _record_dataset(file_patterns).batch(_PARSE_BATCH)
+    records = _record_dataset(file_patterns)
+    if max_examples is not None and max_examples < num_examples:
+        buffer = min(num_examples, _SUBSET_SHUFFLE_RECORDS)
+        records = records.shuffle(buffer, seed=settings.seed, reshuffle_each_iteration=False)
+        records = records.take(max_examples)
+        num_examples = max_examples
+    dataset = records.batch(_PARSE_BATCH)
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if num_examples * size * size * 3 * 4 <= _MAX_CACHE_BYTES:
         dataset = dataset.cache()
@@ -137,35 +256,55 @@ def make_dataset(
         return dataset.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
     dataset = dataset.shuffle(min(num_examples, 10_000), seed=settings.seed)
     dataset = dataset.batch(settings.batch_size)
-    if settings.augment_flip or settings.augment_zoom or settings.augment_color:
-
-        def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            images = augment_batch(
-                images,
-                settings.augment_flip,
-                settings.augment_zoom,
-                settings.augment_color,
-                spec.pixel_range,
-            )
-            return images, labels
-
-        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    augment = training_batch_fn(settings, spec, num_classes, class_weights)
+    dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+@tf.keras.utils.register_keras_serializable(package="trainer_module")
+class LinearWarmup(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Rises linearly from 0 to ``peak`` over ``warmup_steps``, then holds ``peak``."""
+
+    def __init__(self, peak: float, warmup_steps: int):
+        super().__init__()
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: tf.Tensor) -> tf.Tensor:
+        step = tf.cast(step, tf.float32)
+        return self.peak * tf.minimum(1.0, step / float(max(1, self.warmup_steps)))
+
+    def get_config(self) -> dict:
+        """Keras serialization."""
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
+
+
 def phase_learning_rate(
-    schedule: str, learning_rate: float, epochs: int, steps_per_epoch: int
+    schedule: str,
+    learning_rate: float,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
 ) -> LearningRate:
     """The learning rate of one phase: held, or cosine-decayed to zero over its epochs.
 
-    The schedule runs on the optimizer's step counter, which BackupAndRestore saves, so a
-    resumed phase continues the decay where the killed one stopped.
+    ``warmup_epochs`` (clipped to the phase) first raises the rate linearly from 0 to
+    ``learning_rate``; the cosine decay then spans the phase's remaining steps. The schedule
+    runs on the optimizer's step counter, which BackupAndRestore saves, so a resumed phase
+    continues where the killed one stopped.
     """
+    total_steps = max(1, epochs * steps_per_epoch)
+    warmup_steps = min(total_steps, round(warmup_epochs * steps_per_epoch))
     if schedule == "constant":
-        return learning_rate
+        return LinearWarmup(learning_rate, warmup_steps) if warmup_steps else learning_rate
     if schedule == "cosine":
+        if not warmup_steps:
+            return tf.keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
         return tf.keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=max(1, epochs * steps_per_epoch)
+            0.0,
+            decay_steps=max(1, total_steps - warmup_steps),
+            warmup_target=learning_rate,
+            warmup_steps=warmup_steps,
         )
     raise ValueError(f"learning_rate_schedule: unknown schedule {schedule!r}")
 
@@ -178,11 +317,14 @@ def _optimizer(name: str, learning_rate: LearningRate) -> tf.keras.optimizers.Op
     return tf.keras.optimizers.Adam(learning_rate)
 
 
-def _compile(model: tf.keras.Model, optimizer: str, learning_rate: LearningRate) -> None:
+def _compile(
+    model: tf.keras.Model, optimizer: str, learning_rate: LearningRate, label_smoothing: float
+) -> None:
+    # One-hot labels (make_dataset), so label smoothing and mixup's soft labels apply.
     model.compile(
         optimizer=_optimizer(optimizer, learning_rate),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=tf.keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
 
 
@@ -231,16 +373,22 @@ def fit_phase(
 ) -> tf.keras.callbacks.History:
     """Trains ``model`` (a ``build_classifier`` model) for one phase.
 
-    Sets which backbone layers train, compiles with the configured optimizer and the phase's
-    learning rate (constant or decaying over ``steps_per_epoch`` x its epochs), and fits.
+    Sets which backbone layers train, compiles with the configured optimizer, label
+    smoothing and the phase's learning rate (warmup, then constant or decaying over
+    ``steps_per_epoch`` x its epochs), and fits. Datasets yield one-hot labels
+    (``make_dataset``).
     """
     if phase.backbone_fraction is not None:
         trainable = set_backbone_trainable(model, phase.backbone_fraction)
         logging.info("%s: %d backbone layers trainable", phase.name, trainable)
     schedule = phase_learning_rate(
-        settings.learning_rate_schedule, phase.learning_rate, phase.epochs, steps_per_epoch
+        settings.learning_rate_schedule,
+        phase.learning_rate,
+        phase.epochs,
+        steps_per_epoch,
+        warmup_epochs=settings.warmup_epochs,
     )
-    _compile(model, settings.optimizer, schedule)
+    _compile(model, settings.optimizer, schedule, settings.label_smoothing)
     return model.fit(
         train_dataset,
         validation_data=validation_data,
@@ -316,8 +464,8 @@ def resume_dir(fn_args: FnArgs, train_fingerprint: str, eval_fingerprint: str) -
 
     TFX gives every execution new artifact folders (new paths for the same examples on an
     uncached re-run), so the key is a hash of content: the train and eval examples'
-    fingerprints, the transform graph's and the settings. It lies beside the model run
-    folders, which every execution of the Trainer shares.
+    fingerprints, the transform graph's, the settings and the tuned hyperparameters. It lies
+    beside the model run folders, which every execution of the Trainer shares.
     """
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     key = json.dumps(
@@ -326,6 +474,7 @@ def resume_dir(fn_args: FnArgs, train_fingerprint: str, eval_fingerprint: str) -
             eval_fingerprint,
             _transform_fingerprint(fn_args.transform_output, tft_output),
             fn_args.custom_config,
+            fn_args.hyperparameters,
         ],
         sort_keys=True,
         default=str,
@@ -380,6 +529,27 @@ def _callbacks(settings: TrainingSettings, log_dir: str, backup_dir: str) -> lis
     return callbacks
 
 
+def training_class_weights(
+    settings: TrainingSettings, train_files: list[str], tft_output: tft.TFTransformOutput
+) -> list[float] | None:
+    """Per class id, the weight ``class_weight`` asks for (None: every example weighs 1).
+
+    ``balanced`` takes the training split's class counts from ImageExampleGen's ingestion
+    report, or counts the labels of the records when the examples come without one.
+    """
+    if settings.class_weight == "none":
+        return None
+    counts = report_class_counts(train_files)
+    if counts is None:
+        logging.info("class_weight: no ingestion report beside %s; counting labels", train_files)
+        counts = count_labels(_record_dataset(train_files))
+    names = [
+        name.decode("utf-8")
+        for name in tft_output.vocabulary_by_name(features.LABEL_VOCABULARY_NAME)
+    ]
+    return balanced_class_weights(counts, names)
+
+
 def _first_images(file_patterns: list[str], count: int) -> list[bytes]:
     spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)}
     images = []
@@ -398,8 +568,10 @@ def _eval_predictions(
     thumbnails of at most ``_THUMBNAIL_PX`` (PNG).
     """
     probabilities, labels = [], []
-    for images, batch_labels in eval_dataset:
+    for images, batch_labels, *_ in eval_dataset:
         probabilities.extend(model(images, training=False).numpy().tolist())
+        if batch_labels.shape.rank == 2:  # one-hot (make_dataset) -> class ids
+            batch_labels = tf.argmax(batch_labels, axis=-1)
         labels.extend(int(x) for x in tf.reshape(batch_labels, [-1]).numpy())
     wanted = set(misclassified_indices(probabilities, labels))
     spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)}
@@ -421,6 +593,9 @@ def _eval_predictions(
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the classifier in up to two phases and exports it to serving_model_dir."""
     settings = settings_from_custom_config(TrainingSettings, fn_args.custom_config)
+    if fn_args.hyperparameters:  # The Tuner's best (a KerasTuner HyperParameters config).
+        settings = with_tuned_values(settings, fn_args.hyperparameters.get("values", {}))
+        logging.info("Training with the tuned settings: %s", settings)
     settings.validate()
     tf.keras.utils.set_random_seed(settings.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -430,7 +605,13 @@ def run_fn(fn_args: FnArgs) -> None:
     steps_per_epoch = math.ceil(train_count / settings.batch_size)
     spec = get_backbone_spec(settings.backbone)
     train_dataset = make_dataset(
-        fn_args.train_files, tft_output, settings, spec, training=True, num_examples=train_count
+        fn_args.train_files,
+        tft_output,
+        settings,
+        spec,
+        training=True,
+        num_examples=train_count,
+        class_weights=training_class_weights(settings, fn_args.train_files, tft_output),
     )
     eval_dataset = make_dataset(
         fn_args.eval_files, tft_output, settings, spec, training=False, num_examples=eval_count

@@ -14,7 +14,8 @@ from components.evaluator import executor
 
 
 class ServedBaselineEvaluatorSpec(standard_component_specs.EvaluatorSpec):
-    """TFX's EvaluatorSpec with ``accuracy_floor`` and ``max_accuracy_drop``."""
+    """TFX's EvaluatorSpec with ``accuracy_floor``, ``max_accuracy_drop`` and
+    ``min_class_recall``."""
 
     PARAMETERS = {
         **standard_component_specs.EvaluatorSpec.PARAMETERS,
@@ -26,8 +27,9 @@ class ServedBaselineEvaluator(base_beam_component.BaseBeamComponent):
     """TFX's Evaluator (TFMA), blessing a candidate that passes the accuracy gate.
 
     The gate: overall ``SparseCategoricalAccuracy`` at least ``accuracy_floor``, and, when
-    ``baseline_model`` holds a model, at most ``max_accuracy_drop`` below it. Both may be
-    ``RuntimeParameter``s. Outputs as TFX's Evaluator: ``evaluation`` and ``blessing``.
+    ``baseline_model`` holds a model, at most ``max_accuracy_drop`` below it; with
+    ``min_class_recall`` above 0, every class's recall at least that. Each may be a
+    ``RuntimeParameter``. Outputs as TFX's Evaluator: ``evaluation`` and ``blessing``.
     """
 
     SPEC_CLASS = ServedBaselineEvaluatorSpec
@@ -41,6 +43,7 @@ class ServedBaselineEvaluator(base_beam_component.BaseBeamComponent):
         eval_config: tfma.EvalConfig,
         accuracy_floor: float | data_types.RuntimeParameter,
         max_accuracy_drop: float | data_types.RuntimeParameter,
+        min_class_recall: float | data_types.RuntimeParameter = 0.0,
     ):
         """Args:
         examples: the examples to evaluate on (the eval split).
@@ -50,6 +53,7 @@ class ServedBaselineEvaluator(base_beam_component.BaseBeamComponent):
             ``accuracy_floor`` and ``max_accuracy_drop`` when the executor runs.
         accuracy_floor: smallest overall accuracy that blesses (0..1).
         max_accuracy_drop: largest accuracy drop against the baseline that blesses (0..1).
+        min_class_recall: smallest recall of every class that blesses (0: no per-class gate).
         """
         super().__init__(
             spec=ServedBaselineEvaluatorSpec(
@@ -61,6 +65,7 @@ class ServedBaselineEvaluator(base_beam_component.BaseBeamComponent):
                 fairness_indicator_thresholds=json_utils.dumps(None),
                 accuracy_floor=accuracy_floor,
                 max_accuracy_drop=max_accuracy_drop,
+                min_class_recall=min_class_recall,
                 evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
                 blessing=types.Channel(type=standard_artifacts.ModelBlessing),
             )

@@ -5,9 +5,14 @@ Two changes to TFX's own executor, both before it runs:
 - the baseline comes from :class:`components.served_baseline.ServedModelBaseline`, whose
   output is empty when nothing is served yet; an empty baseline is dropped, so TFX
   rubber-stamps the change threshold on a first run exactly as with no baseline at all;
-- the accuracy floor and the largest allowed drop are execution parameters rather than
-  constants inside the EvalConfig, so on Kubeflow they can be runtime parameters of the
-  compiled pipeline: a run can be submitted with new thresholds without recompiling.
+- the accuracy floor, the largest allowed drop and the smallest per-class recall are
+  execution parameters rather than constants inside the EvalConfig, so on Kubeflow they can
+  be runtime parameters of the compiled pipeline: a run can be submitted with new thresholds
+  without recompiling.
+
+A class's recall is the accuracy on the examples of that class, so the per-class gate is a
+threshold on the gated metric in every slice of the label slicing (one slice per class): it
+needs neither the number of classes nor a metric of its own.
 """
 
 from __future__ import annotations
@@ -25,13 +30,19 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
 from components import evaluation_results
+from trainer_module import features
 
 logger = logging.getLogger(__name__)
 
 ACCURACY_FLOOR_KEY = "accuracy_floor"
 MAX_ACCURACY_DROP_KEY = "max_accuracy_drop"
+MIN_CLASS_RECALL_KEY = "min_class_recall"
 # Parameter name -> type: the gate's settings, runtime parameters of a compiled pipeline.
-RUNTIME_SETTINGS: dict[str, type] = {ACCURACY_FLOOR_KEY: float, MAX_ACCURACY_DROP_KEY: float}
+RUNTIME_SETTINGS: dict[str, type] = {
+    ACCURACY_FLOOR_KEY: float,
+    MAX_ACCURACY_DROP_KEY: float,
+    MIN_CLASS_RECALL_KEY: float,
+}
 # The metric the gate applies to (TFMA's class name in the EvalConfig).
 GATED_METRIC_CLASS = "SparseCategoricalAccuracy"
 # Written into the blessing artifact: what the Pusher's model card says of the evaluation.
@@ -49,10 +60,19 @@ def accuracy_threshold(floor: float, max_drop: float) -> tfma.MetricThreshold:
     )
 
 
+def class_slicing() -> tfma.SlicingSpec:
+    """The slicing with one slice per class (by the raw label): the per-class gate's slices."""
+    return tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
+
+
 def set_accuracy_thresholds(
-    eval_config: tfma.EvalConfig, floor: float, max_drop: float
+    eval_config: tfma.EvalConfig, floor: float, max_drop: float, min_class_recall: float = 0.0
 ) -> tfma.EvalConfig:
-    """``eval_config`` with the overall threshold of the gated metric set; ValueError if absent."""
+    """``eval_config`` with the gated metric's thresholds set; ValueError if it is absent.
+
+    Overall: at least ``floor`` and at most ``max_drop`` below the baseline. When
+    ``min_class_recall`` is above 0, also at least that in every class's slice (its recall).
+    """
     updated = tfma.EvalConfig()
     updated.CopyFrom(eval_config)
     found = False
@@ -65,9 +85,20 @@ def set_accuracy_thresholds(
                 slicing_specs=[tfma.SlicingSpec()],
                 threshold=accuracy_threshold(floor, max_drop),
             )
+            if min_class_recall > 0:
+                metric.per_slice_thresholds.add(
+                    slicing_specs=[class_slicing()],
+                    threshold=tfma.MetricThreshold(
+                        value_threshold=tfma.GenericValueThreshold(
+                            lower_bound={"value": float(min_class_recall)}
+                        )
+                    ),
+                )
             found = True
     if not found:
         raise ValueError(f"the EvalConfig has no {GATED_METRIC_CLASS} metric to gate on")
+    if min_class_recall > 0 and class_slicing() not in updated.slicing_specs:
+        updated.slicing_specs.append(class_slicing())
     return updated
 
 
@@ -94,11 +125,12 @@ class Executor(tfx_evaluator_executor.Executor):
         exec_properties = dict(exec_properties)
         floor = exec_properties.pop(ACCURACY_FLOOR_KEY)
         max_drop = exec_properties.pop(MAX_ACCURACY_DROP_KEY)
+        min_class_recall = exec_properties.pop(MIN_CLASS_RECALL_KEY, None) or 0.0
         config_key = standard_component_specs.EVAL_CONFIG_KEY
         eval_config = tfma.EvalConfig()
         proto_utils.json_to_proto(exec_properties[config_key], eval_config)
         exec_properties[config_key] = proto_utils.proto_to_json(
-            set_accuracy_thresholds(eval_config, floor, max_drop)
+            set_accuracy_thresholds(eval_config, floor, max_drop, min_class_recall)
         )
         super().Do(input_dict, output_dict, exec_properties)
         try:

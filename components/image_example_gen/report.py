@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.image_example_gen.options import TRAIN_SPLIT
+from trainer_module import features
 
-REPORT_FILE_NAME = "ingestion_report.json"
+REPORT_FILE_NAME = features.INGESTION_REPORT_FILE
 # Lists in the report are cut to this many entries (counts are always complete).
 MAX_LISTED = 10_000
 MAX_LISTED_DUPLICATE_GROUPS = 1_000

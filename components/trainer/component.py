@@ -47,12 +47,14 @@ class ImageTrainer(base_component.BaseComponent):
         run_fn: str,
         custom_config: dict[str, Any],
         runtime_parameters: dict[str, data_types.RuntimeParameter] | None = None,
+        hyperparameters: types.BaseChannel | None = None,
     ):
         """Args:
         examples, transform_graph, schema: as TFX's Trainer.
         run_fn: dotted name of the trainer module's ``run_fn``.
         custom_config: every training setting (JSON-serialisable).
         runtime_parameters: RuntimeParameters replacing some runtime settings' values.
+        hyperparameters: the Tuner's best hyperparameters, which ``run_fn`` trains with.
         """
         settings = dict(custom_config)
         runtime = {
@@ -67,6 +69,7 @@ class ImageTrainer(base_component.BaseComponent):
                 examples=examples,
                 transform_graph=transform_graph,
                 schema=schema,
+                hyperparameters=hyperparameters,
                 train_args=trainer_pb2.TrainArgs(),
                 eval_args=trainer_pb2.EvalArgs(),
                 run_fn=run_fn,

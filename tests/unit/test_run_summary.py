@@ -2,7 +2,12 @@
 
 import pytest
 
-from pipeline.run_summary import RunSummary, format_summary, per_class_from_confusion
+from pipeline.run_summary import (
+    RunSummary,
+    class_balance,
+    format_summary,
+    per_class_from_confusion,
+)
 
 
 def test_precision_recall_f1_per_class():
@@ -18,6 +23,21 @@ def test_precision_recall_f1_per_class():
     assert result["b"]["precision"] == pytest.approx(2 / 3)
     assert result["b"]["recall"] == 1.0
     assert result["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_class_balance_names_the_worst_class_and_averages_f1():
+    per_class = per_class_from_confusion([(0, 0, 3.0), (0, 1, 1.0), (1, 1, 2.0)], ["a", "b"])
+    balance = class_balance(per_class)
+    assert balance["worst_class"] == "a"
+    assert balance["worst_class_recall"] == 0.75
+    assert balance["macro_f1"] == pytest.approx((6 / 7 + 0.8) / 2)
+    # A class the evaluation holds no example of counts in neither figure.
+    with_absent = per_class_from_confusion([(0, 0, 3.0), (1, 1, 2.0)], ["a", "b", "c"])
+    assert class_balance(with_absent) == {
+        "macro_f1": 1.0,
+        "worst_class": "a",
+        "worst_class_recall": 1.0,
+    }
 
 
 def _store_with_one_run(tmp_path, evaluation_uri: str):
@@ -110,3 +130,21 @@ def test_summary_lists_each_export_with_its_gate_verdict():
 def test_summary_says_why_no_export_was_made():
     summary = RunSummary(run_id="r", components=[], exports={"skipped": "not blessed"})
     assert "exports: none made (not blessed)" in format_summary(summary)
+
+
+def test_tuning_table_is_read_best_first_and_formatted(tmp_path):
+    import json
+
+    from pipeline.run_summary import TUNER_RESULTS_FILE, format_tuning, load_tuner_results
+
+    trials = [
+        {"trial_id": "00", "score": 0.61, "learning_rate": 0.003, "dropout": 0.1},
+        {"trial_id": "01", "score": 0.74, "learning_rate": 0.0004, "dropout": 0.3},
+    ]
+    (tmp_path / TUNER_RESULTS_FILE).write_text(json.dumps(trials))
+    loaded = load_tuner_results(str(tmp_path))
+    assert [t["trial_id"] for t in loaded] == ["01", "00"]
+    lines = format_tuning(loaded)
+    assert lines[0].startswith("tuning: 2 trials")
+    assert "dropout" in lines[1] and "learning_rate" in lines[1]
+    assert lines[2].split()[:4] == ["01", "0.7400", "0.3", "0.0004"]
