@@ -24,8 +24,9 @@ class ModelExports(types.Artifact):
     """A folder of exports that passed the accuracy gate, ``labels.txt`` and
     ``export_report.json`` (every export's accuracy, the refused ones with their reason)."""
 
-    # "<namespace>.<Name>": the form KFP v2 schema titles take (custom types compile so).
-    TYPE_NAME = "imagepipeline.ModelExports"
+    # "<namespace>.<Name>", the form a KFP v2 schema title takes, and the import path that
+    # Kubeflow's v2 entrypoint recovers the class from (components/__init__.py).
+    TYPE_NAME = "components.ModelExports"
 
 
 class ModelExporterSpec(types.ComponentSpec):

@@ -223,3 +223,21 @@ def test_compiling_writes_nothing_under_a_local_pipeline_root(tmp_path):
     assert main(["compile", *flags, f"--pipeline-root={root}", f"--output={output}"]) == 0
     assert output.is_file()
     assert not root.exists(), f"compile wrote under pipeline_root: {list(root.rglob('*'))}"
+
+
+def test_every_artifact_type_is_importable_by_its_schema_title(spec):
+    """Kubeflow's v2 entrypoint recovers each artifact's class from its type schema's title
+    (an import path for custom types): a title that imports nothing fails the task."""
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entry
+    from tfx.utils import import_utils
+
+    paths = {
+        # The entrypoint's own mapping of a type schema to a class path.
+        entry._retrieve_class_path(definition.artifact_type)
+        for component in spec.components.values()
+        for side in (component.input_definitions, component.output_definitions)
+        for definition in side.artifacts.values()
+    }
+    assert "components.ModelExports" in paths
+    for path in paths:
+        assert import_utils.import_class_by_path(path)
