@@ -42,7 +42,12 @@ PYTHON_PREFIX=$("$PYTHON" -c 'import sys; print(sys.base_prefix)')
 PYTHON_VERSION=$("$PYTHON" -c 'import platform; print(platform.python_version())')
 PYTHON_MINOR=${PYTHON_VERSION%.*}
 BEAM_VERSION=$(sed -n 's/^apache-beam==//p' constraints.txt)
-LOCAL_BASE_IMAGE="tfx-image-pipeline-base:python${PYTHON_VERSION}-bookworm"
+# Debian packages the base gets besides the copied Python's libraries: certificates, network
+# and time zone data, and libraries that wheels of constraints.txt link without bundling them
+# (tflite-support's metadata extension links libusb-1.0). The tag names the list, so a change
+# to it makes a new base.
+BASE_EXTRA_PACKAGES="ca-certificates netbase tzdata libusb-1.0-0"
+LOCAL_BASE_IMAGE="tfx-image-pipeline-base:python${PYTHON_VERSION}-bookworm-$(echo "$BASE_EXTRA_PACKAGES" | sha256sum | cut -c1-8)"
 
 docker_ok() {
     command -v docker >/dev/null 2>&1 || die "no docker client on PATH (deploy/container_engine.sh installs one)"
@@ -116,7 +121,7 @@ build_local_base() {
     # shellcheck disable=SC2064 # the path is fixed now
     trap "rm -rf '$rootfs'" EXIT
     mirror=$(debian_mirror)
-    packages=$( (echo ca-certificates netbase tzdata; python_runtime_packages) | tr -s ' \n' ',' | sed 's/,$//')
+    packages=$( (echo "$BASE_EXTRA_PACKAGES"; python_runtime_packages) | tr -s ' \n' ',' | sed 's/,$//')
     say "debootstrap --variant=minbase bookworm from $mirror, with $packages"
     debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror" \
         >"$rootfs.log" 2>&1 || { tail -n 20 "$rootfs.log" >&2; die "debootstrap failed (log: $rootfs.log)"; }
