@@ -389,7 +389,9 @@ def tuning_section(facts: RunFacts) -> str | None:
     trials = facts.summary.tuning_trials
     if not trials:
         return None
-    names = sorted({k for trial in trials for k in trial} - {"trial_id", "score"})
+    from pipeline.run_summary import tuning_columns
+
+    names = tuning_columns(trials)
     rows = [
         [trial["trial_id"], f"{float(trial['score']):.4f}", *(trial.get(n, "-") for n in names)]
         for trial in trials
@@ -557,6 +559,8 @@ def gate_section(facts: RunFacts) -> str | None:
 def exports_section(facts: RunFacts) -> str | None:
     """Each TFLite/ONNX export's size, eval accuracy and agreement beside the SavedModel's,
     and the export gate's verdict (from the ModelExporter's report)."""
+    from pipeline.run_summary import export_verdict
+
     exports = facts.summary.exports
     if not exports:
         return None
@@ -573,7 +577,7 @@ def exports_section(facts: RunFacts) -> str | None:
             f"{e['size_bytes'] / 1e6:.2f}",
             f"{e['accuracy']:.4f}",
             f"{e['agreement']:.4f}",
-            "passed" if e["pushed"] else f"REFUSED: {e['reason']}",
+            export_verdict(e),
         ]
         for e in exports["exports"]
     ]

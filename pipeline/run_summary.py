@@ -379,9 +379,14 @@ def load_tuner_results(tuner_results_uri: str) -> list[dict[str, Any]]:
     return sorted(trials, key=lambda trial: -float(trial["score"]))
 
 
+def tuning_columns(trials: list[dict[str, Any]]) -> list[str]:
+    """The hyperparameter names of the search table, the columns after trial and score."""
+    return sorted({k for trial in trials for k in trial} - {"trial_id", "score"})
+
+
 def format_tuning(trials: list[dict[str, Any]]) -> list[str]:
     """The search table as lines: one trial per line, best first."""
-    names = sorted({k for trial in trials for k in trial} - {"trial_id", "score"})
+    names = tuning_columns(trials)
     lines = [f"tuning: {len(trials)} trials, best first (score: eval accuracy of the trial)"]
     lines.append(f"{'trial':<8}{'score':>8}" + "".join(f"{n:>26}" for n in names))
     for trial in trials:
@@ -412,12 +417,16 @@ def format_exports(exports: dict[str, Any]) -> list[str]:
         f"  {'export':<14}{'MB':>8}{'accuracy':>10}{'agreement':>11}  gate",
     ]
     for e in exports["exports"]:
-        verdict = "passed" if e["pushed"] else f"REFUSED: {e['reason']}"
         lines.append(
             f"  {e['kind']:<14}{e['size_bytes'] / 1e6:>8.2f}{e['accuracy']:>10.4f}"
-            f"{e['agreement']:>11.4f}  {verdict}"
+            f"{e['agreement']:>11.4f}  {export_verdict(e)}"
         )
     return lines
+
+
+def export_verdict(export: dict[str, Any]) -> str:
+    """The export gate's verdict on one entry of the export report."""
+    return "passed" if export["pushed"] else f"REFUSED: {export['reason']}"
 
 
 def read_class_names(transform_graph_uri: str) -> list[str]:
